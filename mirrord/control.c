@@ -1,0 +1,394 @@
+/* SPDX-License-Identifier: MIT */
+/* The control socket: framing, dispatch, and the commands. */
+#include <config.h>
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#include <json-c/json.h>
+
+#include "common/error.h"
+#include "common/log.h"
+#include "control.h"
+#include "export.h"
+#include "status.h"
+
+#define MAX_LINE (1u << 20)
+
+struct client {
+  int fd;
+  struct loop_source *src;
+  struct list node;
+  char *in;
+  size_t in_len;
+  char *out;
+  size_t out_len, out_sent;
+  bool closing;
+};
+
+static struct {
+  struct loop *loop;
+  int fd;
+  char *path;
+  struct loop_source *src;
+  struct list clients;
+} ctl = { .fd = -1, .clients = LIST_INIT (ctl.clients) };
+
+/* ---- Commands ---- */
+
+typedef json_object *(*command_fn) (json_object *req);
+
+static const char *
+get_str (json_object *req, const char *key)
+{
+  json_object *v;
+
+  if (!json_object_object_get_ex (req, key, &v) || !json_object_is_type (v, json_type_string))
+    return NULL;
+  return json_object_get_string (v);
+}
+
+static json_object *
+cmd_version (json_object *req)
+{
+  json_object *r = json_object_new_object ();
+  json_object_object_add (r, "version", json_object_new_string (PACKAGE_VERSION));
+  return r;
+}
+
+static json_object *
+cmd_status (json_object *req)
+{
+  const char *name = get_str (req, "export");
+  json_object *r = json_object_new_object (), *arr = json_object_new_array ();
+
+  json_object_object_add (r, "exports", arr);
+  if (name) {
+    struct export *e = export_find (name);
+    if (e == NULL) {
+      json_object_put (r);
+      error_set (ENOENT, "export %s not found", name);
+      return NULL;
+    }
+    json_object_array_add (arr, status_export_json (e));
+    return r;
+  }
+  for (struct export *e = export_first (); e; e = export_next (e))
+    json_object_array_add (arr, status_export_json (e));
+  return r;
+}
+
+/* Copies the request's export keys into SPEC. */
+static int
+spec_from_json (struct export_spec *spec, json_object *req)
+{
+  static const char *const keys[] = {
+    "path", "format", "role", "peer", "mode", "granularity", "bandwidth",
+  };
+  json_object *v;
+
+  if (json_object_object_get_ex (req, "name", &v)) {
+    spec->name = strdup (json_object_get_string (v));
+    if (spec->name == NULL)
+      return error_set (ENOMEM, "strdup");
+  }
+  for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+    if (!json_object_object_get_ex (req, keys[i], &v) || json_object_is_type (v, json_type_null))
+      continue;
+    if (export_spec_set (spec, keys[i], json_object_get_string (v)) == -1)
+      return -1;
+  }
+  if (json_object_object_get_ex (req, "readonly", &v))
+    spec->readonly = json_object_get_boolean (v);
+  return export_spec_validate (spec);
+}
+
+static json_object *
+cmd_export_add (json_object *req)
+{
+  struct export_spec spec;
+  struct export *e = NULL;
+
+  export_spec_init (&spec);
+  if (spec_from_json (&spec, req) == 0)
+    e = export_add (&spec, false);
+  export_spec_clear (&spec);
+  return e ? status_export_json (e) : NULL;
+}
+
+static json_object *
+cmd_export_remove (json_object *req)
+{
+  const char *name = get_str (req, "name");
+
+  if (name == NULL) {
+    error_set (EINVAL, "export-remove needs a \"name\"");
+    return NULL;
+  }
+  if (export_remove (name) == -1)
+    return NULL;
+  return json_object_new_object ();
+}
+
+static const struct {
+  const char *name;
+  command_fn fn;
+} commands[] = {
+  { "version", cmd_version },
+  { "status", cmd_status },
+  { "export-add", cmd_export_add },
+  { "export-remove", cmd_export_remove },
+};
+
+static json_object *
+dispatch (json_object *req)
+{
+  const char *name = get_str (req, "command");
+
+  if (name == NULL) {
+    error_set (EINVAL, "request has no \"command\" string");
+    return NULL;
+  }
+  for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+    if (strcmp (commands[i].name, name) == 0)
+      return commands[i].fn (req);
+  error_set (EINVAL, "unknown command '%s'", name);
+  return NULL;
+}
+
+/* ---- Framing ---- */
+
+static void client_kill (struct client *c);
+static void client_free (struct client *c);
+static void client_update (struct client *c);
+
+static void
+queue_reply (struct client *c, json_object *reply)
+{
+  const char *s = json_object_to_json_string_ext (reply, JSON_C_TO_STRING_PLAIN);
+  size_t n = strlen (s);
+  char *nb = realloc (c->out, c->out_len + n + 1);
+
+  if (nb == NULL) {
+    c->closing = true;
+    return;
+  }
+  c->out = nb;
+  memcpy (c->out + c->out_len, s, n);
+  c->out[c->out_len + n] = '\n';
+  c->out_len += n + 1;
+}
+
+static json_object *
+error_reply (const char *msg, int err)
+{
+  json_object *r = json_object_new_object ();
+
+  json_object_object_add (r, "ok", json_object_new_boolean (0));
+  json_object_object_add (r, "error", json_object_new_string (msg));
+  json_object_object_add (r, "errno", json_object_new_int (err));
+  return r;
+}
+
+static void
+handle_line (struct client *c, const char *line)
+{
+  enum json_tokener_error jerr;
+  json_object *req = json_tokener_parse_verbose (line, &jerr), *result, *reply;
+
+  if (req == NULL || !json_object_is_type (req, json_type_object)) {
+    reply = error_reply (req ? "request is not a JSON object"
+                         : json_tokener_error_desc (jerr), EINVAL);
+    c->closing = true;
+  }
+  else if ((result = dispatch (req)) == NULL) {
+    log_debug ("control: %s", error_get ());
+    reply = error_reply (error_get (), error_errno ());
+  }
+  else {
+    reply = json_object_new_object ();
+    json_object_object_add (reply, "ok", json_object_new_boolean (1));
+    json_object_object_add (reply, "result", result);
+  }
+  queue_reply (c, reply);
+  json_object_put (reply);
+  json_object_put (req);
+}
+
+static void
+process_input (struct client *c)
+{
+  char *nl;
+
+  while (!c->closing && (nl = memchr (c->in, '\n', c->in_len)) != NULL) {
+    size_t len = (size_t) (nl - c->in);
+    *nl = '\0';
+    if (len > 0)
+      handle_line (c, c->in);
+    memmove (c->in, nl + 1, c->in_len - len - 1);
+    c->in_len -= len + 1;
+  }
+  if (!c->closing && c->in_len >= MAX_LINE) {
+    json_object *r = error_reply ("request line over 1 MiB", E2BIG);
+    queue_reply (c, r);
+    json_object_put (r);
+    c->closing = true;
+  }
+}
+
+static void
+flush_output (struct client *c)
+{
+  while (c->out_sent < c->out_len) {
+    ssize_t r = send (c->fd, c->out + c->out_sent, c->out_len - c->out_sent,
+                      MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (r == -1) {
+      if (errno == EAGAIN || errno == EINTR)
+        return;
+      client_kill (c);
+      return;
+    }
+    c->out_sent += (size_t) r;
+  }
+  c->out_len = c->out_sent = 0;
+  if (c->closing)
+    client_kill (c);
+}
+
+static void
+on_client (void *opaque, uint32_t events)
+{
+  struct client *c = opaque;
+
+  if (events & EPOLLOUT)
+    flush_output (c);
+  if (c->fd >= 0 && (events & (EPOLLIN | EPOLLHUP | EPOLLERR))) {
+    ssize_t r = recv (c->fd, c->in + c->in_len, MAX_LINE - c->in_len, MSG_DONTWAIT);
+    if (r == 0 || (r == -1 && errno != EAGAIN && errno != EINTR))
+      client_kill (c);
+    else if (r > 0) {
+      c->in_len += (size_t) r;
+      process_input (c);
+    }
+  }
+  if (c->fd >= 0)
+    flush_output (c);
+  if (c->fd >= 0)
+    client_update (c);
+  else
+    client_free (c);
+}
+
+static void
+client_update (struct client *c)
+{
+  uint32_t ev = c->closing ? 0 : EPOLLIN;
+
+  if (c->out_sent < c->out_len)
+    ev |= EPOLLOUT;
+  loop_source_set_events (c->src, ev);
+}
+
+/* Closes the socket; the caller frees the client once it is done
+ * with it.  (A pending event for the dead source is never delivered.) */
+static void
+client_kill (struct client *c)
+{
+  if (c->fd < 0)
+    return;
+  loop_source_remove (c->src);
+  close (c->fd);
+  c->fd = -1;
+}
+
+static void
+client_free (struct client *c)
+{
+  client_kill (c);
+  list_del (&c->node);
+  free (c->in);
+  free (c->out);
+  free (c);
+}
+
+static void
+on_accept (void *opaque, uint32_t events)
+{
+  int fd;
+
+  while ((fd = accept4 (ctl.fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
+    struct client *c = calloc (1, sizeof *c);
+    if (c == NULL || (c->in = malloc (MAX_LINE)) == NULL) {
+      free (c);
+      close (fd);
+      continue;
+    }
+    c->fd = fd;
+    c->src = loop_add_fd (ctl.loop, fd, EPOLLIN, on_client, c);
+    if (c->src == NULL) {
+      free (c->in);
+      free (c);
+      close (fd);
+      continue;
+    }
+    list_add_tail (&ctl.clients, &c->node);
+  }
+}
+
+int
+control_init (struct loop *loop, const char *path)
+{
+  struct sockaddr_un sun = { .sun_family = AF_UNIX };
+  mode_t old;
+
+  ctl.loop = loop;
+  if (strlen (path) >= sizeof sun.sun_path)
+    return error_set (ENAMETOOLONG, "control socket path %s", path);
+  strcpy (sun.sun_path, path);
+  ctl.fd = socket (AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (ctl.fd == -1)
+    return error_set (errno, "socket");
+  unlink (path);
+  /* Created 0600 from the start: no window where others could connect. */
+  old = umask (0177);
+  if (bind (ctl.fd, (struct sockaddr *) &sun, sizeof sun) == -1) {
+    umask (old);
+    error_set (errno, "bind %s", path);
+    close (ctl.fd);
+    ctl.fd = -1;
+    return -1;
+  }
+  umask (old);
+  if (listen (ctl.fd, 16) == -1
+      || (ctl.src = loop_add_fd (loop, ctl.fd, EPOLLIN, on_accept, NULL)) == NULL) {
+    error_set (errno, "listen %s", path);
+    close (ctl.fd);
+    ctl.fd = -1;
+    unlink (path);
+    return -1;
+  }
+  ctl.path = strdup (path);
+  return 0;
+}
+
+void
+control_stop (void)
+{
+  while (!list_empty (&ctl.clients))
+    client_free (list_entry (ctl.clients.next, struct client, node));
+  if (ctl.fd >= 0) {
+    loop_source_remove (ctl.src);
+    close (ctl.fd);
+    ctl.fd = -1;
+  }
+  if (ctl.path) {
+    unlink (ctl.path);
+    free (ctl.path);
+    ctl.path = NULL;
+  }
+}

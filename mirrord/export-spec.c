@@ -1,0 +1,217 @@
+/* SPDX-License-Identifier: MIT */
+/* Export specifications: parsing and validation, shared by the config
+ * file, --export and the control API so all three accept the same. */
+#include <config.h>
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/error.h"
+#include "common/size.h"
+#include "export.h"
+
+void
+export_spec_init (struct export_spec *s)
+{
+  memset (s, 0, sizeof *s);
+  s->format = IMAGE_FORMAT_AUTO;
+  s->role = ROLE_PRIMARY;
+  s->mode = MODE_SYNC;
+  s->granularity = EXPORT_DEFAULT_GRANULARITY;
+}
+
+void
+export_spec_clear (struct export_spec *s)
+{
+  free (s->name);
+  free (s->path);
+  free (s->peer);
+  export_spec_init (s);
+}
+
+static int
+dup_field (char **dst, const char *src)
+{
+  *dst = NULL;
+  if (src && (*dst = strdup (src)) == NULL)
+    return error_set (ENOMEM, "strdup");
+  return 0;
+}
+
+int
+export_spec_copy (struct export_spec *dst, const struct export_spec *src)
+{
+  *dst = *src;
+  if (dup_field (&dst->name, src->name) == -1
+      || dup_field (&dst->path, src->path) == -1
+      || dup_field (&dst->peer, src->peer) == -1) {
+    export_spec_clear (dst);
+    return -1;
+  }
+  return 0;
+}
+
+static bool
+str_equal (const char *a, const char *b)
+{
+  return (a == NULL && b == NULL) || (a && b && strcmp (a, b) == 0);
+}
+
+bool
+export_spec_equal (const struct export_spec *a, const struct export_spec *b)
+{
+  return str_equal (a->name, b->name) && str_equal (a->path, b->path)
+    && str_equal (a->peer, b->peer) && a->format == b->format
+    && a->role == b->role && a->mode == b->mode
+    && a->granularity == b->granularity && a->bandwidth == b->bandwidth
+    && a->readonly == b->readonly;
+}
+
+const char *
+export_role_name (enum export_role r)
+{
+  return r == ROLE_SECONDARY ? "secondary" : "primary";
+}
+
+const char *
+mirror_mode_name (enum mirror_mode m)
+{
+  return m == MODE_ASYNC ? "async" : "sync";
+}
+
+static int
+parse_bool (const char *key, const char *v, bool *out)
+{
+  if (strcmp (v, "true") == 0 || strcmp (v, "yes") == 0
+      || strcmp (v, "on") == 0 || strcmp (v, "1") == 0)
+    *out = true;
+  else if (strcmp (v, "false") == 0 || strcmp (v, "no") == 0
+           || strcmp (v, "off") == 0 || strcmp (v, "0") == 0)
+    *out = false;
+  else
+    return error_set (0, "%s: expected true or false, not '%s'", key, v);
+  return 0;
+}
+
+static int
+set_enum (const char *key, const char *v, const char *a, const char *b, int *out)
+{
+  if (strcmp (v, a) == 0)
+    *out = 0;
+  else if (strcmp (v, b) == 0)
+    *out = 1;
+  else
+    return error_set (0, "%s: expected %s or %s, not '%s'", key, a, b, v);
+  return 0;
+}
+
+int
+export_spec_set (struct export_spec *s, const char *key, const char *value)
+{
+  int e = 0;
+
+  if (strcmp (key, "path") == 0) {
+    free (s->path);
+    return dup_field (&s->path, value);
+  }
+  if (strcmp (key, "format") == 0)
+    return image_format_parse (value, &s->format) == -1
+      ? error_prefix ("format") : 0;
+  if (strcmp (key, "role") == 0) {
+    if (set_enum (key, value, "primary", "secondary", &e) == -1)
+      return -1;
+    s->role = e ? ROLE_SECONDARY : ROLE_PRIMARY;
+    return 0;
+  }
+  if (strcmp (key, "mode") == 0) {
+    if (set_enum (key, value, "sync", "async", &e) == -1)
+      return -1;
+    s->mode = e ? MODE_ASYNC : MODE_SYNC;
+    return 0;
+  }
+  if (strcmp (key, "peer") == 0) {
+    free (s->peer);
+    return dup_field (&s->peer, value[0] ? value : NULL);
+  }
+  if (strcmp (key, "granularity") == 0)
+    return size_parse (value, &s->granularity) == -1
+      ? error_prefix ("granularity") : 0;
+  if (strcmp (key, "bandwidth") == 0)
+    return size_parse (value, &s->bandwidth) == -1
+      ? error_prefix ("bandwidth") : 0;
+  if (strcmp (key, "readonly") == 0)
+    return parse_bool (key, value, &s->readonly);
+  return error_set (0, "unknown export key '%s' (expected path, format, role, "
+                    "peer, mode, granularity, bandwidth or readonly)", key);
+}
+
+static bool
+valid_name (const char *name)
+{
+  size_t n = strlen (name);
+
+  if (n == 0 || n > 255)
+    return false;
+  for (const char *p = name; *p; p++)
+    if ((unsigned char) *p < 0x21 || *p == '/' || *p == '\\' || *p == 0x7f)
+      return false;
+  return true;
+}
+
+int
+export_spec_validate (const struct export_spec *s)
+{
+  if (s->name == NULL || !valid_name (s->name))
+    return error_set (0, "export name '%s' is invalid (1-255 printable "
+                      "characters, no spaces or slashes)",
+                      s->name ? s->name : "");
+  if (s->path == NULL || s->path[0] == '\0')
+    return error_set (0, "export %s: no path given", s->name);
+  if (s->granularity < EXPORT_MIN_GRANULARITY
+      || s->granularity > EXPORT_MAX_GRANULARITY
+      || (s->granularity & (s->granularity - 1)) != 0)
+    return error_set (0, "export %s: granularity %llu must be a power of two "
+                      "between 4K and 64M", s->name,
+                      (unsigned long long) s->granularity);
+  return 0;
+}
+
+int
+export_spec_parse (struct export_spec *s, const char *str)
+{
+  char *copy = strdup (str), *save = NULL, *tok, *eq;
+  int r = -1;
+
+  if (copy == NULL)
+    return error_set (ENOMEM, "strdup");
+  tok = strtok_r (copy, ",", &save);
+  eq = tok ? strchr (tok, '=') : NULL;
+  if (eq == NULL) {
+    error_set (0, "export '%s': expected NAME=PATH[,key=value]...", str);
+    goto out;
+  }
+  *eq = '\0';
+  free (s->name);
+  if (dup_field (&s->name, tok) == -1
+      || export_spec_set (s, "path", eq + 1) == -1)
+    goto out;
+  while ((tok = strtok_r (NULL, ",", &save)) != NULL) {
+    eq = strchr (tok, '=');
+    if (eq == NULL && strcmp (tok, "readonly") == 0)
+      s->readonly = true;
+    else if (eq == NULL) {
+      error_set (0, "export '%s': '%s' is not key=value", str, tok);
+      goto out;
+    }
+    else {
+      *eq = '\0';
+      if (export_spec_set (s, tok, eq + 1) == -1)
+        goto out;
+    }
+  }
+  r = export_spec_validate (s);
+ out:
+  free (copy);
+  return r;
+}

@@ -1,0 +1,110 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef MIRRORD_EXPORT_H
+#define MIRRORD_EXPORT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/list.h"
+#include "image/image.h"
+
+/* Exports: the named disks mirrord serves, and the one layer every
+ * guest I/O passes through on its way to the image.
+ *
+ * An export is created from a struct export_spec (a config section, an
+ * --export option or a control-API call) and lives in a registry keyed
+ * by name.  NBD connections hold a reference; removing an export takes
+ * it out of the registry at once (no new clients), asks its clients to
+ * finish their in-flight requests and disconnect, and frees it when the
+ * last reference goes.
+ *
+ * export_submit() is where policy sits between clients and the image:
+ * writability (read-only, role), and, in later layers, write-intent
+ * dirty tracking and mirroring.  Dirty bits are marked here and
+ * nowhere else.
+ */
+
+enum export_role { ROLE_PRIMARY, ROLE_SECONDARY };
+enum mirror_mode { MODE_SYNC, MODE_ASYNC };
+
+/* What configures an export; every field is validated by
+ * export_spec_validate(). */
+struct export_spec {
+  char *name;
+  char *path;
+  enum image_format format;
+  enum export_role role;
+  char *peer;                   /* NBD URI or NULL */
+  enum mirror_mode mode;
+  uint64_t granularity;         /* dirty-bitmap granularity, bytes */
+  uint64_t bandwidth;           /* mirror bandwidth limit, bytes/s; 0 = none */
+  bool readonly;
+};
+
+#define EXPORT_DEFAULT_GRANULARITY (64u << 10)
+#define EXPORT_MIN_GRANULARITY (4u << 10)
+#define EXPORT_MAX_GRANULARITY (64u << 20)
+
+void export_spec_init (struct export_spec *s);
+void export_spec_clear (struct export_spec *s);
+int export_spec_copy (struct export_spec *dst, const struct export_spec *src);
+bool export_spec_equal (const struct export_spec *a, const struct export_spec *b);
+/* Sets KEY (path, format, role, peer, mode, granularity, bandwidth,
+ * readonly) from VALUE.  -1 with error_set() on a bad key or value. */
+int export_spec_set (struct export_spec *s, const char *key, const char *value);
+/* Parses "NAME=PATH[,key=value|readonly]..." (mirrord --export). */
+int export_spec_parse (struct export_spec *s, const char *str);
+int export_spec_validate (const struct export_spec *s);
+const char *export_role_name (enum export_role r);
+const char *mirror_mode_name (enum mirror_mode m);
+
+struct export_client;           /* an NBD connection, seen from here */
+struct export_client_ops {
+  /* Finish in-flight requests, then disconnect. */
+  void (*shutdown) (struct export_client *c);
+};
+struct export_client {
+  const struct export_client_ops *ops;
+  struct list node;
+};
+
+struct export {
+  struct export_spec spec;
+  struct image *img;
+  unsigned refs;
+  bool removed;
+  bool from_config;             /* SIGHUP reload may remove it */
+  struct list clients;
+  unsigned nr_clients;
+  struct list node;
+  /* Statistics for status. */
+  uint64_t bytes_read, bytes_written;
+  uint64_t requests;
+};
+
+/* The registry.  EXPORT_NAME "" finds the only export, if there is
+ * exactly one (as qemu-nbd and nbdkit serve a default export). */
+int export_registry_init (struct ioq *ioq);
+struct export *export_add (const struct export_spec *spec, bool from_config);
+int export_remove (const char *name);
+struct export *export_find (const char *name);
+struct export *export_lookup_for_client (const char *name);
+void export_remove_all (void);
+/* Iteration in creation order. */
+struct export *export_first (void);
+struct export *export_next (struct export *e);
+unsigned export_count (void);
+
+void export_ref (struct export *e);
+void export_unref (struct export *e);
+void export_attach (struct export *e, struct export_client *c);
+void export_detach (struct export *e, struct export_client *c);
+
+/* May ordinary clients write?  (not read-only, role primary) */
+bool export_writable (const struct export *e);
+uint64_t export_size (const struct export *e);
+
+/* The data path: like image_submit(), with the export's policy. */
+void export_submit (struct export *e, struct image_io *io);
+
+#endif

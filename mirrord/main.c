@@ -1,0 +1,367 @@
+/* SPDX-License-Identifier: MIT */
+/* mirrord: start-up, the daemon's life cycle, signals.
+ *
+ * Start-up is the only place that may exit(): once the loop runs,
+ * every failure is reported and survived.  Exit codes follow SPEC §3:
+ * 0 ok, 1 runtime error, 2 usage or config error.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/file.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+
+#include "common/bufpool.h"
+#include "common/error.h"
+#include "common/ioq.h"
+#include "common/log.h"
+#include "common/loop.h"
+#include "config.h"
+#include "control.h"
+#include "daemon.h"
+#include "export.h"
+#include "nbd/server.h"
+
+enum exit_code { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
+
+#define AIO_DEPTH 1024
+#define IO_THREADS 4
+#define SHUTDOWN_POLL_MS 10
+#define SHUTDOWN_TIMEOUT_S 30
+
+static struct {
+  struct config cfg;
+  struct loop *loop;
+  struct ioq *ioq;
+  int sigfd;
+  struct loop_source *sigsrc;
+  struct loop_source *shutdown_timer;
+  uint64_t shutdown_deadline_ns;
+  unsigned flushes_pending;
+  bool flushing;
+  int lockfd;
+} d = { .sigfd = -1, .lockfd = -1 };
+
+/* ---- Start-up ---- */
+
+static int
+add_exports (const struct config *cfg)
+{
+  for (size_t i = 0; i < cfg->nr_exports; i++)
+    if (export_add (&cfg->exports[i], i < cfg->nr_file_exports) == NULL)
+      return -1;
+  return 0;
+}
+
+static int
+check_tcp_policy (const struct config *cfg)
+{
+  if (cfg->tls_psk)
+    return error_set (ENOTSUP, "--tls-psk: TLS-PSK is not implemented yet in "
+                      "this version; use unix sockets or loopback TCP");
+  for (size_t i = 0; i < cfg->nr_listen; i++) {
+    if (server_addr_is_loopback (cfg->nbd_listen[i]))
+      continue;
+    if (!cfg->insecure)
+      return error_set (0, "--nbd-listen %s is not a loopback address: "
+                        "give --tls-psk, or --insecure to allow plaintext",
+                        cfg->nbd_listen[i]);
+    log_warn ("--insecure: serving plaintext NBD on %s", cfg->nbd_listen[i]);
+  }
+  return 0;
+}
+
+/* One daemon per state directory. */
+static int
+lock_state_dir (const char *dir)
+{
+  char path[4096];
+
+  if (daemon_mkdir_p (dir, 0700) == -1)
+    return -1;
+  snprintf (path, sizeof path, "%s/mirrord.lock", dir);
+  d.lockfd = open (path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (d.lockfd == -1)
+    return error_set (errno, "%s", path);
+  if (flock (d.lockfd, LOCK_EX | LOCK_NB) == -1)
+    return error_set (errno == EWOULDBLOCK ? 0 : errno,
+                      "%s: another mirrord is using state directory %s",
+                      path, dir);
+  return 0;
+}
+
+static int
+setup_signals (void)
+{
+  sigset_t set;
+
+  signal (SIGPIPE, SIG_IGN);
+  sigemptyset (&set);
+  sigaddset (&set, SIGTERM);
+  sigaddset (&set, SIGINT);
+  sigaddset (&set, SIGHUP);
+  if (sigprocmask (SIG_BLOCK, &set, NULL) == -1)
+    return error_set (errno, "sigprocmask");
+  d.sigfd = signalfd (-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+  if (d.sigfd == -1)
+    return error_set (errno, "signalfd");
+  return 0;
+}
+
+static int
+start_listening (const struct config *cfg)
+{
+  if (daemon_mkdir_parent (cfg->nbd_socket) == -1
+      || server_listen_unix (cfg->nbd_socket, 0660) == -1)
+    return -1;
+  for (size_t i = 0; i < cfg->nr_listen; i++)
+    if (server_listen_tcp (cfg->nbd_listen[i]) == -1)
+      return -1;
+  if (daemon_mkdir_parent (cfg->control) == -1
+      || control_init (d.loop, cfg->control) == -1)
+    return -1;
+  return 0;
+}
+
+/* ---- Shutdown ---- */
+
+static void
+flush_done (struct image_io *io, int err)
+{
+  struct export *e = io->opaque;
+
+  if (err)
+    log_err ("export %s: final flush: %s", e->spec.name, strerror (err));
+  export_unref (e);
+  free (io);
+  if (--d.flushes_pending == 0)
+    loop_stop (d.loop);
+}
+
+/* Every client gone and no I/O in flight: flush each image, then stop. */
+static void
+flush_and_stop (void)
+{
+  d.flushing = true;
+  d.flushes_pending = 1;        /* held until all are submitted */
+  for (struct export *e = export_first (); e; e = export_next (e)) {
+    struct image_io *io = calloc (1, sizeof *io);
+    if (io == NULL)
+      continue;
+    io->cmd = IMAGE_FLUSH;
+    io->done = flush_done;
+    io->opaque = e;
+    export_ref (e);
+    d.flushes_pending++;
+    image_submit (e->img, io);
+  }
+  if (--d.flushes_pending == 0)
+    loop_stop (d.loop);
+}
+
+static void
+shutdown_poll (void *opaque)
+{
+  if (d.flushing)
+    return;
+  if (server_connection_count () == 0 && ioq_in_flight (d.ioq) == 0) {
+    flush_and_stop ();
+    return;
+  }
+  if (loop_now_ns () > d.shutdown_deadline_ns) {
+    log_warn ("shutdown: %u connections still busy after %d s; stopping",
+              server_connection_count (), SHUTDOWN_TIMEOUT_S);
+    loop_stop (d.loop);
+  }
+}
+
+static void
+begin_shutdown (int sig)
+{
+  if (d.shutdown_timer)
+    return;
+  log_info ("%s: finishing in-flight requests, then exiting",
+            strsignal (sig));
+  server_stop_listening ();
+  control_stop ();
+  server_shutdown_connections ();
+  d.shutdown_deadline_ns = loop_now_ns ()
+    + (uint64_t) SHUTDOWN_TIMEOUT_S * 1000000000u;
+  d.shutdown_timer = loop_add_timer (d.loop, 0, SHUTDOWN_POLL_MS,
+                                     shutdown_poll, NULL);
+  if (d.shutdown_timer == NULL)
+    loop_stop (d.loop);
+}
+
+/* ---- Reload (SIGHUP) ---- */
+
+static const struct export_spec *
+find_spec (const struct export_spec *specs, size_t nr, const char *name)
+{
+  for (size_t i = 0; i < nr; i++)
+    if (strcmp (specs[i].name, name) == 0)
+      return &specs[i];
+  return NULL;
+}
+
+static void
+reload (void)
+{
+  struct export_spec *specs;
+  size_t nr, added = 0, removed = 0;
+  struct export *e, *next;
+
+  if (d.cfg.config_file == NULL) {
+    log_info ("SIGHUP: no config file to reload");
+    return;
+  }
+  if (config_read_exports (d.cfg.config_file, &specs, &nr) == -1) {
+    log_err ("reload failed, keeping the running configuration: %s",
+             error_get ());
+    return;
+  }
+  /* Exports that left the file, or changed, go; clients of the others
+   * never notice. */
+  for (e = export_first (); e; e = next) {
+    const struct export_spec *s;
+    next = export_next (e);
+    if (!e->from_config)
+      continue;
+    s = find_spec (specs, nr, e->spec.name);
+    if (s == NULL || !export_spec_equal (s, &e->spec)) {
+      export_remove (e->spec.name);
+      removed++;
+    }
+  }
+  for (size_t i = 0; i < nr; i++) {
+    if (export_find (specs[i].name))
+      continue;
+    if (export_add (&specs[i], true) == NULL)
+      log_err ("reload: %s", error_get ());
+    else
+      added++;
+  }
+  config_free_exports (specs, nr);
+  log_info ("reloaded %s: %zu export%s added, %zu removed", d.cfg.config_file,
+            added, added == 1 ? "" : "s", removed);
+}
+
+static void
+on_signal (void *opaque, uint32_t events)
+{
+  struct signalfd_siginfo si;
+
+  while (read (d.sigfd, &si, sizeof si) == sizeof si) {
+    if (si.ssi_signo == SIGHUP)
+      reload ();
+    else
+      begin_shutdown ((int) si.ssi_signo);
+  }
+}
+
+/* ---- main ---- */
+
+static int
+start (void)
+{
+  struct server_limits limits = {
+    .max_connections = d.cfg.max_connections,
+    .handshake_timeout_s = d.cfg.handshake_timeout,
+  };
+
+  if (setup_signals () == -1 || lock_state_dir (d.cfg.state_dir) == -1)
+    return -1;
+  d.loop = loop_new ();
+  if (d.loop == NULL)
+    return -1;
+  d.ioq = ioq_new (d.loop, AIO_DEPTH, IO_THREADS);
+  if (d.ioq == NULL || export_registry_init (d.ioq) == -1
+      || server_init (d.loop, &limits) == -1)
+    return -1;
+  d.sigsrc = loop_add_fd (d.loop, d.sigfd, EPOLLIN, on_signal, NULL);
+  if (d.sigsrc == NULL || add_exports (&d.cfg) == -1
+      || start_listening (&d.cfg) == -1)
+    return -1;
+  if (d.cfg.pid_file && daemon_write_pid (d.cfg.pid_file) == -1)
+    return -1;
+  return 0;
+}
+
+static void
+teardown (void)
+{
+  export_remove_all ();
+  server_free ();
+  control_stop ();
+  loop_source_remove (d.shutdown_timer);
+  loop_source_remove (d.sigsrc);
+  ioq_free (d.ioq);
+  loop_free (d.loop);
+  bufpool_drain ();
+  if (d.cfg.pid_file)
+    unlink (d.cfg.pid_file);
+  if (d.sigfd >= 0)
+    close (d.sigfd);
+  if (d.lockfd >= 0)
+    close (d.lockfd);
+  config_free (&d.cfg);
+}
+
+int
+main (int argc, char **argv)
+{
+  int ready_fd = -1;
+
+  switch (config_load (&d.cfg, argc, argv)) {
+  case CONFIG_EXIT_OK:
+    config_free (&d.cfg);
+    return EXIT_OK;
+  case CONFIG_ERROR:
+    fprintf (stderr, "mirrord: %s\n", error_get ());
+    config_free (&d.cfg);
+    return EXIT_USAGE;
+  case CONFIG_OK:
+    break;
+  }
+  log_init ("mirrord", false, d.cfg.verbose);
+  if (check_tcp_policy (&d.cfg) == -1) {
+    fprintf (stderr, "mirrord: %s\n", error_get ());
+    config_free (&d.cfg);
+    return EXIT_USAGE;
+  }
+  if (!d.cfg.foreground) {
+    /* The parent exits only when the child is serving (or failed), so
+     * "mirrord && use-it" works without polling. */
+    ready_fd = daemon_fork ();
+    if (ready_fd == -1) {
+      fprintf (stderr, "mirrord: %s\n", error_get ());
+      return EXIT_RUNTIME;
+    }
+    log_init ("mirrord", true, d.cfg.verbose);
+  }
+  if (start () == -1) {
+    log_err ("%s", error_get ());
+    daemon_ready (ready_fd, EXIT_RUNTIME, error_get ());
+    teardown ();
+    return EXIT_RUNTIME;
+  }
+  log_info ("mirrord %s ready: %u export%s, NBD on %s, control on %s",
+            PACKAGE_VERSION, export_count (), export_count () == 1 ? "" : "s",
+            d.cfg.nbd_socket, d.cfg.control);
+  daemon_ready (ready_fd, EXIT_OK, NULL);
+  if (loop_run (d.loop) == -1) {
+    log_err ("%s", error_get ());
+    teardown ();
+    return EXIT_RUNTIME;
+  }
+  log_info ("mirrord stopped");
+  teardown ();
+  return EXIT_OK;
+}

@@ -1,0 +1,13 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef MIRRORD_STATUS_H
+#define MIRRORD_STATUS_H
+
+#include <json-c/json.h>
+
+#include "export.h"
+
+/* The status object of one export, as docs/control-api.md and SPEC §4
+ * define it.  Returns a new reference, or NULL on out of memory. */
+json_object *status_export_json (const struct export *e);
+
+#endif

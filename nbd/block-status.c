@@ -1,0 +1,206 @@
+/* SPDX-License-Identifier: MIT */
+/* Metadata contexts: negotiation (LIST_META_CONTEXT and
+ * SET_META_CONTEXT) and BLOCK_STATUS replies.
+ *
+ * Contexts served:
+ *   base:allocation  holes and zeroes, from the image (NBD spec).
+ * Queries: with LIST, no query or a bare namespace ("base:") lists what
+ * exists in it; SET selects exact names only.  Unknown namespaces are
+ * ignored, as the spec requires.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "conn.h"
+
+#define MAX_DESCRIPTORS (1u << 16)
+
+struct context {
+  const char *name;
+  uint32_t bit;
+  uint32_t id;
+};
+
+static const struct context contexts[] = {
+  { "base:allocation", META_BASE_ALLOCATION, 1 },
+};
+#define NR_CONTEXTS (sizeof contexts / sizeof contexts[0])
+
+static void
+context_reply (struct conn *c, uint32_t option, uint32_t id, const char *name)
+{
+  size_t len = strlen (name);
+  struct out_msg *m = conn_msg_new (NULL);
+  uint8_t *p;
+
+  if (m == NULL || (m->owned = malloc (4 + len)) == NULL) {
+    free (m);
+    conn_close (c, "out of memory");
+    return;
+  }
+  p = put64 (m->hdr, NBD_REP_MAGIC);
+  p = put32 (p, option);
+  p = put32 (p, NBD_REP_META_CONTEXT);
+  p = put32 (p, (uint32_t) (4 + len));
+  m->hdr_len = (size_t) (p - m->hdr);
+  put32 (m->owned, option == NBD_OPT_SET_META_CONTEXT ? id : 0);
+  memcpy ((uint8_t *) m->owned + 4, name, len);
+  m->data = m->owned;
+  m->data_len = 4 + len;
+  conn_queue (c, m);
+}
+
+/* Does query Q (LEN bytes) pick context X? */
+static bool
+matches (const struct context *x, const uint8_t *q, uint32_t len, bool list)
+{
+  size_t n = strlen (x->name);
+  const char *colon = strchr (x->name, ':');
+
+  if (len == n && memcmp (q, x->name, n) == 0)
+    return true;
+  /* "base:" lists the whole namespace (LIST only). */
+  return list && len == (size_t) (colon - x->name + 1)
+    && memcmp (q, x->name, len) == 0;
+}
+
+/* Checks the query list is well-formed: NQ strings filling LEN bytes. */
+static int
+check_queries (const uint8_t *q, uint32_t nq, uint32_t len)
+{
+  uint64_t off = 0;
+
+  for (uint32_t i = 0; i < nq; i++) {
+    uint32_t ql;
+    if (len - off < 4)
+      return -1;
+    ql = get32 (q + off);
+    if (ql > NBD_MAX_STRING || ql > len - off - 4)
+      return -1;
+    off += 4 + ql;
+  }
+  return off == len ? 0 : -1;
+}
+
+int
+block_status_list_contexts (struct conn *c, uint32_t option, const char *export,
+                            const uint8_t *q, uint32_t nq, uint32_t len)
+{
+  bool list = option == NBD_OPT_LIST_META_CONTEXT;
+  uint32_t picked = 0;
+
+  if (!list) {
+    /* SET replaces the selection even when it fails. */
+    c->meta = 0;
+    free (c->meta_export);
+    c->meta_export = NULL;
+  }
+  if (check_queries (q, nq, len) == -1)
+    return -1;
+  if (list && nq == 0)
+    picked = META_BASE_ALLOCATION;
+  for (uint32_t i = 0, off = 0; i < nq; i++) {
+    uint32_t ql = get32 (q + off);
+    for (size_t k = 0; k < NR_CONTEXTS; k++)
+      if (matches (&contexts[k], q + off + 4, ql, list))
+        picked |= contexts[k].bit;
+    off += 4 + ql;
+  }
+  for (size_t k = 0; k < NR_CONTEXTS; k++)
+    if (picked & contexts[k].bit)
+      context_reply (c, option, contexts[k].id, contexts[k].name);
+  if (!list) {
+    c->meta = picked;
+    c->meta_export = strdup (export);
+    if (c->meta_export == NULL)
+      c->meta = 0;
+    for (size_t k = 0; k < NR_CONTEXTS; k++)
+      c->meta_ids[k] = contexts[k].id;
+  }
+  return 0;
+}
+
+/* ---- BLOCK_STATUS ---- */
+
+static void
+send_chunk (struct conn *c, struct request *req, uint32_t id,
+            const struct image_extents *e, bool done)
+{
+  uint64_t end = req->offset + req->count;
+  bool one = req->flags & NBD_CMD_FLAG_REQ_ONE;
+  struct out_msg *m = conn_msg_new (req);
+  uint8_t *desc, *p;
+  size_t n = 0;
+
+  if (m == NULL || (desc = malloc (8 * (e->nr ? e->nr : 1))) == NULL) {
+    free (m);
+    conn_close (c, "out of memory");
+    return;
+  }
+  /* Descriptors stay inside the request, each under 4 GiB. */
+  for (size_t i = 0; i < e->nr; i++) {
+    uint64_t off = e->ext[i].offset, len = e->ext[i].length;
+    if (off >= end)
+      break;
+    if (len > end - off)
+      len = end - off;
+    if (len > UINT32_MAX - 511)
+      len = (UINT32_MAX - 511) & ~UINT64_C (511);
+    put32 (put32 (desc + 8 * n, (uint32_t) len), e->ext[i].flags);
+    n++;
+    if (one || len < e->ext[i].length)
+      break;
+  }
+  if (n == 0) {
+    /* Nothing known: status 0 is always a safe answer. */
+    put32 (put32 (desc, req->count), 0);
+    n = 1;
+  }
+  m->owned = desc;
+  m->data = desc;
+  m->data_len = 8 * n;
+  p = put32 (m->hdr, NBD_STRUCTURED_REPLY_MAGIC);
+  p = put16 (p, done ? NBD_REPLY_FLAG_DONE : 0);
+  p = put16 (p, NBD_REPLY_TYPE_BLOCK_STATUS);
+  p = put64 (p, req->cookie);
+  p = put32 (p, (uint32_t) (4 + 8 * n));
+  p = put32 (p, id);
+  m->hdr_len = (size_t) (p - m->hdr);
+  conn_queue (c, m);
+}
+
+static void
+extents_done (struct image_io *io, int err)
+{
+  struct request *req = io->opaque;
+  struct conn *c = req->conn;
+
+  if (!c->closed) {
+    if (err)
+      transmission_error_reply (c, req, req->cookie, err);
+    else
+      send_chunk (c, req, contexts[0].id, &req->extents, true);
+  }
+  conn_request_put (req);
+}
+
+void
+block_status_start (struct request *req)
+{
+  struct conn *c = req->conn;
+  struct image_io *io = &req->io;
+
+  memset (io, 0, sizeof *io);
+  io->cmd = IMAGE_EXTENTS;
+  io->offset = req->offset;
+  io->count = req->count;
+  req->extents.max = (req->flags & NBD_CMD_FLAG_REQ_ONE) ? 1 : MAX_DESCRIPTORS;
+  io->extents = &req->extents;
+  io->done = extents_done;
+  io->opaque = req;
+  export_submit (c->exp, io);
+}

@@ -1,0 +1,323 @@
+/* SPDX-License-Identifier: MIT */
+/* Connection I/O: receiving into the input buffer, the reply queue,
+ * and the lifetime rules described in conn.h. */
+#include <config.h>
+
+#include <assert.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/socket.h>
+
+#include "common/bufpool.h"
+#include "common/log.h"
+#include "conn.h"
+#include "server-internal.h"
+
+#define MAX_IOV 64
+
+void
+conn_ref (struct conn *c)
+{
+  c->refs++;
+}
+
+void
+conn_unref (struct conn *c)
+{
+  assert (c->refs > 0);
+  if (--c->refs > 0)
+    return;
+  assert (c->closed && c->in_flight == 0);
+  if (c->exp)
+    export_unref (c->exp);
+  free (c->meta_export);
+  free (c->in);
+  free (c);
+}
+
+static void
+msg_release (struct out_msg *m)
+{
+  list_del (&m->node);
+  free (m->owned);
+  if (m->req)
+    conn_request_put (m->req);
+  free (m);
+}
+
+struct out_msg *
+conn_msg_new (struct request *req)
+{
+  struct out_msg *m = calloc (1, sizeof *m);
+
+  if (m == NULL)
+    return NULL;
+  list_init (&m->node);
+  if (req) {
+    m->req = req;
+    req->refs++;
+  }
+  return m;
+}
+
+void
+conn_queue (struct conn *c, struct out_msg *m)
+{
+  if (c->closed) {
+    list_add_tail (&c->outq, &m->node);  /* so msg_release can unlink */
+    msg_release (m);
+    return;
+  }
+  list_add_tail (&c->outq, &m->node);
+  c->out_bytes += m->hdr_len + m->data_len;
+  server_mark_flush (c);
+}
+
+static void
+check_done (struct conn *c)
+{
+  if (c->want_close && !c->closed && c->in_flight == 0
+      && list_empty (&c->outq))
+    conn_close (c, NULL);
+}
+
+void
+conn_update_events (struct conn *c)
+{
+  uint32_t ev = 0;
+
+  if (c->closed)
+    return;
+  if (c->phase != PHASE_CLOSING && !c->want_close
+      && c->in_flight < MAX_IN_FLIGHT
+      && c->in_flight_bytes < MAX_IN_FLIGHT_BYTES
+      && c->in_end - c->in_start < CONN_INBUF)
+    ev |= EPOLLIN;
+  if (c->write_blocked)
+    ev |= EPOLLOUT;
+  if (loop_source_set_events (c->src, ev) == -1)
+    conn_close (c, "epoll");
+}
+
+void
+conn_want_close (struct conn *c)
+{
+  c->want_close = true;
+  c->phase = PHASE_CLOSING;
+  conn_update_events (c);
+  check_done (c);
+}
+
+void
+conn_close (struct conn *c, const char *why)
+{
+  if (c->closed)
+    return;
+  if (why)
+    log_debug ("%s: closing connection: %s", c->peer, why);
+  c->closed = true;
+  c->phase = PHASE_CLOSING;
+  loop_source_remove (c->src);
+  c->src = NULL;
+  close (c->fd);
+  c->fd = -1;
+  while (!list_empty (&c->outq))
+    msg_release (list_entry (c->outq.next, struct out_msg, node));
+  if (c->payload_req) {
+    struct request *req = c->payload_req;
+    c->payload_req = NULL;
+    conn_request_put (req);
+  }
+  if (c->exp)
+    export_detach (c->exp, &c->client);
+  server_forget (c);
+  conn_unref (c);
+}
+
+/* A request's last reference: give back its buffers, and let the
+ * connection read again if it was held back. */
+void
+conn_request_put (struct request *req)
+{
+  struct conn *c = req->conn;
+  bool was_full;
+
+  assert (req->refs > 0);
+  if (--req->refs > 0)
+    return;
+  was_full = c->in_flight >= MAX_IN_FLIGHT
+    || c->in_flight_bytes >= MAX_IN_FLIGHT_BYTES;
+  bufpool_put (req->buf, req->buf_size);
+  image_extents_free (&req->extents);
+  c->in_flight--;
+  c->in_flight_bytes -= req->buf_size;
+  free (req);
+  if (was_full && !c->closed) {
+    conn_update_events (c);
+    server_kick (c);            /* buffered requests may be waiting */
+  }
+  check_done (c);
+  conn_unref (c);
+}
+
+/* ---- Output ---- */
+
+static void
+consume (struct conn *c, size_t n)
+{
+  while (n > 0) {
+    struct out_msg *m = list_entry (c->outq.next, struct out_msg, node);
+    size_t left = m->hdr_len + m->data_len - m->sent;
+    size_t take = n < left ? n : left;
+
+    m->sent += take;
+    n -= take;
+    c->out_bytes -= take;
+    if (m->sent == m->hdr_len + m->data_len)
+      msg_release (m);
+  }
+}
+
+void
+conn_flush (struct conn *c)
+{
+  while (!c->closed && !list_empty (&c->outq)) {
+    struct iovec iov[MAX_IOV];
+    struct msghdr mh = { .msg_iov = iov };
+    struct list *pos;
+    size_t n = 0;
+    ssize_t r;
+
+    for (pos = c->outq.next; pos != &c->outq && n + 2 <= MAX_IOV;
+         pos = pos->next) {
+      struct out_msg *m = list_entry (pos, struct out_msg, node);
+      size_t off = m->sent;
+      if (off < m->hdr_len) {
+        iov[n++] = (struct iovec) { m->hdr + off, m->hdr_len - off };
+        off = m->hdr_len;
+      }
+      if (off - m->hdr_len < m->data_len)
+        iov[n++] = (struct iovec) {
+          (uint8_t *) m->data + (off - m->hdr_len),
+          m->data_len - (off - m->hdr_len) };
+    }
+    mh.msg_iovlen = n;
+    r = sendmsg (c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (r == -1) {
+      if (errno == EINTR)
+        continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        c->write_blocked = true;
+        conn_update_events (c);
+        return;
+      }
+      conn_close (c, "send failed");
+      return;
+    }
+    consume (c, (size_t) r);
+  }
+  if (!c->closed && c->write_blocked) {
+    c->write_blocked = false;
+    conn_update_events (c);
+  }
+  check_done (c);
+}
+
+/* ---- Input ---- */
+
+/* Receives into the input buffer, or straight into a WRITE payload
+ * when nothing is buffered.  Returns false if the connection closed. */
+static bool
+receive (struct conn *c)
+{
+  ssize_t r;
+
+  if (c->phase == PHASE_WRITE_PAYLOAD && c->in_start == c->in_end) {
+    struct request *req = c->payload_req;
+    r = recv (c->fd, (uint8_t *) req->buf + req->payload_got,
+              req->count - req->payload_got, MSG_DONTWAIT);
+    if (r > 0) {
+      req->payload_got += (size_t) r;
+      if (req->payload_got == req->count) {
+        c->payload_req = NULL;
+        c->phase = PHASE_REQUEST_HDR;
+        transmission_payload_done (c, req);
+      }
+      return true;
+    }
+  }
+  else {
+    if (c->in_start == c->in_end)
+      c->in_start = c->in_end = 0;
+    else if (c->in_end == CONN_INBUF && c->in_start > 0) {
+      memmove (c->in, c->in + c->in_start, c->in_end - c->in_start);
+      c->in_end -= c->in_start;
+      c->in_start = 0;
+    }
+    if (c->in_end == CONN_INBUF)
+      return true;              /* full: parse first */
+    r = recv (c->fd, c->in + c->in_end, CONN_INBUF - c->in_end, MSG_DONTWAIT);
+    if (r > 0) {
+      c->in_end += (size_t) r;
+      return true;
+    }
+  }
+  if (r == 0) {
+    /* The client hung up.  Requests in flight still complete (their
+     * replies go nowhere); nothing else is owed to it. */
+    conn_close (c, "client disconnected");
+    return false;
+  }
+  if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+    return true;
+  conn_close (c, "receive failed");
+  return false;
+}
+
+void
+conn_parse (struct conn *c)
+{
+  for (;;) {
+    bool more;
+
+    if (c->closed || c->phase == PHASE_CLOSING)
+      return;
+    if (c->phase <= PHASE_OPTION_DISCARD)
+      more = handshake_step (c);
+    else
+      more = transmission_step (c);
+    if (!more)
+      return;
+  }
+}
+
+void
+conn_on_events (void *opaque, uint32_t events)
+{
+  struct conn *c = opaque;
+
+  conn_ref (c);                 /* stay alive through this callback */
+  if (events & EPOLLOUT)
+    conn_flush (c);
+  if (!c->closed && (events & (EPOLLIN | EPOLLHUP | EPOLLERR))) {
+    /* Bound the work per event so one busy client cannot starve the
+     * others; level-triggered epoll brings us back. */
+    for (int i = 0; i < 4 && !c->closed && c->phase != PHASE_CLOSING; i++) {
+      size_t before = c->in_end;
+      size_t got = c->payload_req ? c->payload_req->payload_got : 0;
+      if (!receive (c))
+        break;
+      conn_parse (c);
+      if (c->closed || (c->in_end == before
+                        && (!c->payload_req || c->payload_req->payload_got == got)))
+        break;
+      if (!(loop_source_events (c->src) & EPOLLIN))
+        break;
+    }
+    if (!c->closed)
+      conn_update_events (c);
+  }
+  conn_unref (c);
+}

@@ -1,0 +1,19 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef MIRRORD_NBD_SERVER_INTERNAL_H
+#define MIRRORD_NBD_SERVER_INTERNAL_H
+
+#include "conn.h"
+
+/* Between server.c (listeners, the set of connections) and conn.c. */
+struct loop *server_loop (void);
+/* C has output: flush it in the loop's prepare hook. */
+void server_mark_flush (struct conn *c);
+/* C stopped parsing at a limit: parse again from the loop. */
+void server_kick (struct conn *c);
+/* C closed: drop it from the server's lists. */
+void server_forget (struct conn *c);
+
+void conn_flush (struct conn *c);
+void conn_on_events (void *opaque, uint32_t events);
+
+#endif

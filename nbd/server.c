@@ -1,0 +1,449 @@
+/* SPDX-License-Identifier: MIT */
+/* Listening sockets, accepting, and the set of live connections. */
+#include <config.h>
+
+#include <errno.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#include "common/error.h"
+#include "common/log.h"
+#include "server.h"
+#include "server-internal.h"
+
+#define MAX_LISTENERS 16
+
+struct listener {
+  int fd;
+  bool is_unix;
+  char *unix_path;
+  struct loop_source *src;
+};
+
+static struct {
+  struct loop *loop;
+  struct server_limits limits;
+  struct listener listeners[MAX_LISTENERS];
+  unsigned nr_listeners;
+  struct list conns;
+  struct list flush;
+  unsigned nr_conns;
+  struct loop_source *tick;
+  struct loop_deferred kick;
+  bool kick_all;
+} srv;
+
+struct loop *
+server_loop (void)
+{
+  return srv.loop;
+}
+
+void
+server_mark_flush (struct conn *c)
+{
+  if (c->on_flush_list || c->write_blocked)
+    return;
+  c->on_flush_list = true;
+  conn_ref (c);
+  list_add_tail (&srv.flush, &c->flush_node);
+}
+
+static void
+flush_all (void *opaque)
+{
+  while (!list_empty (&srv.flush)) {
+    struct conn *c = list_entry (srv.flush.next, struct conn, flush_node);
+    list_del (&c->flush_node);
+    c->on_flush_list = false;
+    if (!c->closed)
+      conn_flush (c);
+    conn_unref (c);             /* the flush list's reference */
+  }
+}
+
+static void
+kick_run (void *opaque)
+{
+  struct list *pos, *tmp;
+
+  srv.kick_all = false;
+  list_for_each_safe (pos, tmp, &srv.conns) {
+    struct conn *c = list_entry (pos, struct conn, node);
+    if (!c->closed && c->phase != PHASE_CLOSING) {
+      conn_ref (c);
+      conn_parse (c);
+      if (!c->closed)
+        conn_update_events (c);
+      conn_unref (c);
+    }
+  }
+}
+
+void
+server_kick (struct conn *c)
+{
+  /* Rare (a connection hit its in-flight limit): rescanning every
+   * connection once is simpler than a second list. */
+  if (srv.kick_all)
+    return;
+  srv.kick_all = true;
+  memset (&srv.kick, 0, sizeof srv.kick);
+  loop_defer (srv.loop, &srv.kick, kick_run, NULL);
+}
+
+void
+server_forget (struct conn *c)
+{
+  list_del (&c->node);
+  srv.nr_conns--;
+}
+
+unsigned
+server_connection_count (void)
+{
+  return srv.nr_conns;
+}
+
+static void
+handshake_timeouts (void *opaque)
+{
+  uint64_t now = loop_now_ns ();
+  struct list *pos, *tmp;
+
+  list_for_each_safe (pos, tmp, &srv.conns) {
+    struct conn *c = list_entry (pos, struct conn, node);
+    if (c->phase <= PHASE_OPTION_DISCARD && c->handshake_deadline_ns
+        && now > c->handshake_deadline_ns) {
+      log_info ("%s: negotiation timed out", c->peer);
+      conn_close (c, NULL);
+    }
+  }
+}
+
+int
+server_init (struct loop *loop, const struct server_limits *limits)
+{
+  srv.loop = loop;
+  srv.limits = *limits;
+  list_init (&srv.conns);
+  list_init (&srv.flush);
+  if (loop_add_prepare (loop, flush_all, NULL) == -1)
+    return -1;
+  srv.tick = loop_add_timer (loop, 1000, 1000, handshake_timeouts, NULL);
+  return srv.tick ? 0 : -1;
+}
+
+static void
+peer_name (int fd, bool is_unix, char *buf, size_t len)
+{
+  struct sockaddr_storage ss;
+  socklen_t sl = sizeof ss;
+  char host[INET6_ADDRSTRLEN] = "?";
+
+  if (is_unix || getpeername (fd, (struct sockaddr *) &ss, &sl) == -1) {
+    snprintf (buf, len, "unix:%d", fd);
+    return;
+  }
+  if (ss.ss_family == AF_INET) {
+    struct sockaddr_in *s = (struct sockaddr_in *) &ss;
+    inet_ntop (AF_INET, &s->sin_addr, host, sizeof host);
+    snprintf (buf, len, "%s:%u", host, ntohs (s->sin_port));
+  }
+  else {
+    struct sockaddr_in6 *s = (struct sockaddr_in6 *) &ss;
+    inet_ntop (AF_INET6, &s->sin6_addr, host, sizeof host);
+    snprintf (buf, len, "[%s]:%u", host, ntohs (s->sin6_port));
+  }
+}
+
+static void
+export_client_shutdown (struct export_client *ec)
+{
+  struct conn *c = (struct conn *) ((char *) ec - offsetof (struct conn, client));
+  conn_want_close (c);
+}
+
+static const struct export_client_ops client_ops = {
+  .shutdown = export_client_shutdown,
+};
+
+static void send_greeting (struct conn *c);
+
+static void
+new_conn (int fd, bool is_unix)
+{
+  struct conn *c = calloc (1, sizeof *c);
+
+  if (c == NULL || (c->in = malloc (CONN_INBUF)) == NULL) {
+    log_err ("out of memory accepting a connection");
+    free (c);
+    close (fd);
+    return;
+  }
+  c->fd = fd;
+  c->refs = 1;
+  c->client.ops = &client_ops;
+  list_init (&c->client.node);
+  list_init (&c->outq);
+  list_init (&c->flush_node);
+  peer_name (fd, is_unix, c->peer, sizeof c->peer);
+  if (!is_unix) {
+    int one = 1;
+    setsockopt (fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  }
+  c->phase = PHASE_CLIENT_FLAGS;
+  if (srv.limits.handshake_timeout_s)
+    c->handshake_deadline_ns = loop_now_ns ()
+      + (uint64_t) srv.limits.handshake_timeout_s * 1000000000u;
+  c->src = loop_add_fd (srv.loop, fd, EPOLLIN, conn_on_events, c);
+  if (c->src == NULL) {
+    log_err ("%s", error_get ());
+    free (c->in);
+    free (c);
+    close (fd);
+    return;
+  }
+  list_add_tail (&srv.conns, &c->node);
+  srv.nr_conns++;
+  log_debug ("%s: new connection", c->peer);
+  send_greeting (c);
+}
+
+static void
+send_greeting (struct conn *c)
+{
+  struct out_msg *m = conn_msg_new (NULL);
+  uint8_t *p;
+
+  if (m == NULL) {
+    conn_close (c, "out of memory");
+    return;
+  }
+  p = put64 (m->hdr, NBD_MAGIC);
+  p = put64 (p, NBD_IHAVEOPT);
+  p = put16 (p, NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
+  m->hdr_len = (size_t) (p - m->hdr);
+  conn_queue (c, m);
+}
+
+static void
+on_accept (void *opaque, uint32_t events)
+{
+  struct listener *l = opaque;
+
+  for (int i = 0; i < 64; i++) {
+    int fd = accept4 (l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd == -1) {
+      if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR
+          && errno != ECONNABORTED)
+        log_warn ("accept: %m");
+      return;
+    }
+    if (srv.limits.max_connections && srv.nr_conns >= srv.limits.max_connections) {
+      log_warn ("refusing a connection: %u connections already",
+                srv.nr_conns);
+      close (fd);
+      continue;
+    }
+    new_conn (fd, l->is_unix);
+  }
+}
+
+static int
+add_listener (int fd, bool is_unix, const char *unix_path)
+{
+  struct listener *l;
+
+  if (srv.nr_listeners == MAX_LISTENERS) {
+    close (fd);
+    return error_set (ENOSPC, "too many listening sockets");
+  }
+  l = &srv.listeners[srv.nr_listeners];
+  l->fd = fd;
+  l->is_unix = is_unix;
+  l->unix_path = unix_path ? strdup (unix_path) : NULL;
+  l->src = loop_add_fd (srv.loop, fd, EPOLLIN, on_accept, l);
+  if (l->src == NULL) {
+    close (fd);
+    free (l->unix_path);
+    return -1;
+  }
+  srv.nr_listeners++;
+  return 0;
+}
+
+int
+server_listen_unix (const char *path, unsigned mode)
+{
+  struct sockaddr_un sun = { .sun_family = AF_UNIX };
+  int fd;
+
+  if (strlen (path) >= sizeof sun.sun_path)
+    return error_set (ENAMETOOLONG, "unix socket path %s", path);
+  strcpy (sun.sun_path, path);
+  fd = socket (AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd == -1)
+    return error_set (errno, "socket");
+  /* A socket file left by a previous run that died. */
+  unlink (path);
+  if (bind (fd, (struct sockaddr *) &sun, sizeof sun) == -1) {
+    error_set (errno, "bind %s", path);
+    close (fd);
+    return -1;
+  }
+  if (chmod (path, mode) == -1 || listen (fd, 128) == -1) {
+    error_set (errno, "listen %s", path);
+    close (fd);
+    unlink (path);
+    return -1;
+  }
+  return add_listener (fd, true, path);
+}
+
+/* Splits "host:port" or "[v6]:port". */
+static int
+split_hostport (const char *hostport, char *host, size_t hlen,
+                char *port, size_t plen)
+{
+  const char *colon;
+
+  if (hostport[0] == '[') {
+    const char *end = strchr (hostport, ']');
+    if (end == NULL || end[1] != ':')
+      return error_set (0, "bad address '%s' (expected [ADDR]:PORT)", hostport);
+    snprintf (host, hlen, "%.*s", (int) (end - hostport - 1), hostport + 1);
+    colon = end + 1;
+  }
+  else {
+    colon = strrchr (hostport, ':');
+    if (colon == NULL)
+      return error_set (0, "bad address '%s' (expected HOST:PORT)", hostport);
+    snprintf (host, hlen, "%.*s", (int) (colon - hostport), hostport);
+  }
+  snprintf (port, plen, "%s", colon + 1);
+  if (port[0] == '\0')
+    return error_set (0, "bad address '%s': no port", hostport);
+  return 0;
+}
+
+static int
+resolve (const char *hostport, struct addrinfo **res)
+{
+  char host[256], port[32];
+  struct addrinfo hints = {
+    .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+    .ai_flags = AI_PASSIVE | AI_NUMERICSERV,
+  };
+  int r;
+
+  if (split_hostport (hostport, host, sizeof host, port, sizeof port) == -1)
+    return -1;
+  r = getaddrinfo (host[0] ? host : NULL, port, &hints, res);
+  if (r != 0)
+    return error_set (0, "cannot resolve '%s': %s", hostport, gai_strerror (r));
+  return 0;
+}
+
+static bool
+is_loopback (const struct sockaddr *sa)
+{
+  if (sa->sa_family == AF_INET) {
+    const struct sockaddr_in *s = (const struct sockaddr_in *) sa;
+    return (ntohl (s->sin_addr.s_addr) >> 24) == 127;
+  }
+  if (sa->sa_family == AF_INET6) {
+    const struct sockaddr_in6 *s = (const struct sockaddr_in6 *) sa;
+    return IN6_IS_ADDR_LOOPBACK (&s->sin6_addr);
+  }
+  return false;
+}
+
+bool
+server_addr_is_loopback (const char *hostport)
+{
+  struct addrinfo *res, *ai;
+  bool all = true;
+
+  if (resolve (hostport, &res) == -1)
+    return false;
+  for (ai = res; ai; ai = ai->ai_next)
+    all = all && is_loopback (ai->ai_addr);
+  freeaddrinfo (res);
+  return all;
+}
+
+int
+server_listen_tcp (const char *hostport)
+{
+  struct addrinfo *res, *ai;
+  int bound = 0;
+
+  if (resolve (hostport, &res) == -1)
+    return -1;
+  for (ai = res; ai; ai = ai->ai_next) {
+    int one = 1;
+    int fd = socket (ai->ai_family,
+                     ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd == -1)
+      continue;
+    setsockopt (fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (ai->ai_family == AF_INET6)
+      setsockopt (fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    if (bind (fd, ai->ai_addr, ai->ai_addrlen) == -1
+        || listen (fd, 128) == -1) {
+      error_set (errno, "listen %s", hostport);
+      close (fd);
+      continue;
+    }
+    if (add_listener (fd, false, NULL) == -1)
+      continue;
+    bound++;
+  }
+  freeaddrinfo (res);
+  return bound > 0 ? 0 : -1;
+}
+
+void
+server_stop_listening (void)
+{
+  for (unsigned i = 0; i < srv.nr_listeners; i++) {
+    struct listener *l = &srv.listeners[i];
+    loop_source_remove (l->src);
+    close (l->fd);
+    if (l->unix_path)
+      unlink (l->unix_path);
+    free (l->unix_path);
+  }
+  srv.nr_listeners = 0;
+}
+
+void
+server_shutdown_connections (void)
+{
+  struct list *pos, *tmp;
+
+  list_for_each_safe (pos, tmp, &srv.conns) {
+    struct conn *c = list_entry (pos, struct conn, node);
+    if (c->phase <= PHASE_OPTION_DISCARD)
+      conn_close (c, "server shutting down");
+    else
+      conn_want_close (c);
+  }
+}
+
+void
+server_free (void)
+{
+  server_stop_listening ();
+  loop_source_remove (srv.tick);
+}

@@ -1,0 +1,36 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef MIRRORD_NBD_SERVER_H
+#define MIRRORD_NBD_SERVER_H
+
+#include <stdbool.h>
+
+#include "common/loop.h"
+
+/* The NBD server: listening sockets and the connections they accept.
+ *
+ * Each connection is a state machine driven by the loop (see conn.h):
+ * fixed-newstyle negotiation, then transmission with many requests in
+ * flight, answered as they complete.  The server only knows exports
+ * through mirrord/export.h.
+ */
+
+struct server_limits {
+  unsigned max_connections;     /* beyond it, new connections are closed */
+  unsigned handshake_timeout_s; /* negotiation must finish within it */
+};
+
+int server_init (struct loop *loop, const struct server_limits *limits);
+/* Listens on a unix socket (replacing a stale one) with MODE. */
+int server_listen_unix (const char *path, unsigned mode);
+/* Listens on HOST:PORT ("[::1]:10809" for IPv6). */
+int server_listen_tcp (const char *hostport);
+/* True if HOST:PORT names only loopback addresses. */
+bool server_addr_is_loopback (const char *hostport);
+/* Stops accepting; removes unix socket files. */
+void server_stop_listening (void);
+/* Asks every connection to finish in-flight requests and close. */
+void server_shutdown_connections (void);
+unsigned server_connection_count (void);
+void server_free (void);
+
+#endif
