@@ -78,9 +78,13 @@ conn_queue (struct conn *c, struct out_msg *m)
 static void
 check_done (struct conn *c)
 {
-  if (c->want_close && !c->closed && c->in_flight == 0
-      && list_empty (&c->outq))
+  if (c->closed || c->in_flight > 0 || !list_empty (&c->outq))
+    return;
+  if (c->want_close)
     conn_close (c, NULL);
+  else if (c->draining && c->input_idle && c->in_start == c->in_end
+           && c->phase == PHASE_REQUEST_HDR)
+    conn_close (c, "drained");
 }
 
 void
@@ -108,6 +112,21 @@ conn_want_close (struct conn *c)
   c->phase = PHASE_CLOSING;
   conn_update_events (c);
   check_done (c);
+}
+
+void
+conn_drain (struct conn *c)
+{
+  if (c->closed)
+    return;
+  if (c->phase < PHASE_REQUEST_HDR) {
+    conn_close (c, "shutting down during negotiation");
+    return;
+  }
+  c->draining = true;
+  /* Answer what is already here; the receive that finds the socket
+   * empty marks the connection idle, and an idle one closes now. */
+  conn_on_events (c, EPOLLIN);
 }
 
 void
@@ -239,6 +258,7 @@ receive (struct conn *c)
     r = recv (c->fd, (uint8_t *) req->buf + req->payload_got,
               req->count - req->payload_got, MSG_DONTWAIT);
     if (r > 0) {
+      c->input_idle = false;
       req->payload_got += (size_t) r;
       if (req->payload_got == req->count) {
         c->payload_req = NULL;
@@ -260,6 +280,7 @@ receive (struct conn *c)
       return true;              /* full: parse first */
     r = recv (c->fd, c->in + c->in_end, CONN_INBUF - c->in_end, MSG_DONTWAIT);
     if (r > 0) {
+      c->input_idle = false;
       c->in_end += (size_t) r;
       return true;
     }
@@ -270,8 +291,10 @@ receive (struct conn *c)
     conn_close (c, "client disconnected");
     return false;
   }
-  if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+  if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+    c->input_idle = errno != EINTR;
     return true;
+  }
   conn_close (c, "receive failed");
   return false;
 }
@@ -318,6 +341,7 @@ conn_on_events (void *opaque, uint32_t events)
     }
     if (!c->closed)
       conn_update_events (c);
+    check_done (c);
   }
   conn_unref (c);
 }

@@ -99,6 +99,9 @@ struct conn {
   unsigned refs;                /* 1 while open, +1 per live request */
   bool closed;                  /* socket gone, waiting for requests */
   bool want_close;              /* close once output and requests drain */
+  bool draining;                /* shutting down: new requests get
+                                   ESHUTDOWN, close once idle */
+  bool input_idle;              /* the last receive found nothing */
   bool write_blocked;           /* EAGAIN on send: wait for EPOLLOUT */
 
   /* Input. */
@@ -134,6 +137,10 @@ void conn_unref (struct conn *c);
 void conn_queue (struct conn *c, struct out_msg *m);
 struct out_msg *conn_msg_new (struct request *req);
 void conn_want_close (struct conn *c);
+/* Server shutdown or export removal: finish what is in flight, answer
+ * what the client still sends with ESHUTDOWN (the spec's way to ask it
+ * to disconnect), close when nothing more arrives. */
+void conn_drain (struct conn *c);
 void conn_close (struct conn *c, const char *why);
 void conn_update_events (struct conn *c);
 void conn_request_put (struct request *req);

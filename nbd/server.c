@@ -170,7 +170,7 @@ static void
 export_client_shutdown (struct export_client *ec)
 {
   struct conn *c = (struct conn *) ((char *) ec - offsetof (struct conn, client));
-  conn_want_close (c);
+  conn_drain (c);
 }
 
 static const struct export_client_ops client_ops = {
@@ -433,11 +433,7 @@ server_shutdown_connections (void)
   struct list *pos, *tmp;
 
   list_for_each_safe (pos, tmp, &srv.conns) {
-    struct conn *c = list_entry (pos, struct conn, node);
-    if (c->phase <= PHASE_OPTION_DISCARD)
-      conn_close (c, "server shutting down");
-    else
-      conn_want_close (c);
+    conn_drain (list_entry (pos, struct conn, node));
   }
 }
 

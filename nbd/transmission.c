@@ -329,6 +329,8 @@ handle_header (struct conn *c, const uint8_t *h)
                            get32 (h + 24), &ctx);
   struct request *req;
 
+  if (err == 0 && c->draining && type != NBD_CMD_DISC)
+    err = ESHUTDOWN;
   if (err) {
     refuse (c, h, err);
     return;

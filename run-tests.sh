@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# The whole test suite, from a fresh Debian 12 machine: installs what is
+# missing, builds with warnings as errors, runs the unit and integration
+# tests, then runs them all again on an ASan+UBSan build.
+#
+#   ./run-tests.sh            everything
+#   ./run-tests.sh quick      the optimised build only
+set -euo pipefail
+srcdir=$(cd "$(dirname "$0")" && pwd)
+cd "$srcdir"
+
+tests/setup.sh deps
+status=0
+
+run_suite () {
+  local dir=$1; shift
+  tests/setup.sh build "$dir" "$@"
+  echo "==> make check (in $dir)"
+  if ! make -C "$dir" -j"$(nproc)" check; then
+    status=1
+    # Show each failed test's log: CI output is all a reader gets.
+    for log in $(grep -l '^FAIL\|^ERROR' "$dir"/tests/*.log "$dir"/tests/unit/*.log 2>/dev/null); do
+      echo "---- $log"; tail -60 "$log"
+    done
+  fi
+}
+
+run_suite build --enable-werror CFLAGS="-O2 -g"
+if [ "${1:-}" != quick ]; then
+  run_suite build-asan --enable-werror --enable-sanitizers CFLAGS="-O1 -g"
+fi
+# One closing line over both builds, in the form CI reads.
+passed=0 failed=0 skipped=0
+for log in build/test-suite.log build-asan/test-suite.log; do
+  [ -f "$log" ] || continue
+  read -r p f e s < <(awk '/^# PASS:/{p=$3} /^# FAIL:/{f=$3} /^# ERROR:/{e=$3}
+                           /^# SKIP:/{s=$3} END{print p+0, f+0, e+0, s+0}' "$log")
+  passed=$((passed + p)); failed=$((failed + f + e)); skipped=$((skipped + s))
+done
+[ $failed -eq 0 ] || status=1
+if [ $status -eq 0 ]; then echo "==> all test suites passed"; else echo "==> FAILURES"; fi
+echo "$passed passed, $failed failed, $skipped skipped"
+exit $status

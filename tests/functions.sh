@@ -1,0 +1,118 @@
+# SPDX-License-Identifier: MIT
+# Shared helpers for the integration tests (bash).
+#
+#   requires CMD...        skip the test (exit 77) unless CMD succeeds
+#   cleanup_fn CMD...      run CMD at exit, last registered first
+#   poll TIMEOUT CMD...    retry CMD until it succeeds; fail after TIMEOUT s
+#   start_mirrord NAME ARGS...
+#                          start a foreground mirrord with private sockets
+#                          and state under $TESTDIR, wait until it answers
+#                          on its control socket; stopped at exit
+#   stop_mirrord NAME      SIGTERM, wait, and fail unless it exited 0
+#   uri NAME EXPORT        its NBD URI;  ctl NAME ARGS...: mirrorctl for it
+#   fail MSG               print and exit 1
+#
+# The daemon runs as $MIRRORD, prefixed by $MIRRORD_WRAPPER if set
+# (e.g. valgrind).  Nothing here sleeps for readiness: it polls.
+
+set -e
+set -o pipefail
+
+: "${top_srcdir:=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
+: "${top_builddir:=$top_srcdir}"
+: "${MIRRORD:=$top_builddir/mirrord/mirrord}"
+: "${MIRRORCTL:=$top_builddir/ctl/mirrorctl}"
+PY=/usr/bin/python3
+export PYTHONPATH="$top_srcdir/tests${PYTHONPATH:+:$PYTHONPATH}"
+
+fail () { echo "FAIL: $0: $*" >&2; exit 1; }
+
+requires () {
+  "$@" >/dev/null 2>&1 || { echo "$0: test skipped: requires $*"; exit 77; }
+}
+
+_cleanup_fns=()
+cleanup_fn () { _cleanup_fns+=("$*"); }
+_run_cleanup () {
+  local status=$? i
+  for ((i=${#_cleanup_fns[@]}-1; i>=0; i--)); do
+    eval "${_cleanup_fns[i]}" || :
+  done
+  exit $status
+}
+trap _run_cleanup EXIT
+trap 'exit 130' INT TERM
+
+TESTDIR=$(mktemp -d /tmp/mirrord-test.XXXXXX)
+cleanup_fn "rm -rf '$TESTDIR'"
+
+poll () {
+  local timeout=$1; shift
+  local deadline=$(( $(date +%s%N) + timeout * 1000000000 ))
+  until "$@" >/dev/null 2>&1; do
+    if (( $(date +%s%N) > deadline )); then
+      echo "poll: timed out after ${timeout}s waiting for: $*" >&2
+      return 1
+    fi
+    sleep 0.02
+  done
+}
+
+declare -A _mirrord_pid
+
+uri () { echo "nbd+unix:///$2?socket=$TESTDIR/$1.nbd"; }
+ctl () { local n=$1; shift; "$MIRRORCTL" -s "$TESTDIR/$n.ctl" "$@"; }
+
+_mirrord_alive () { kill -0 "${_mirrord_pid[$1]}" 2>/dev/null; }
+_mirrord_ready () {
+  _mirrord_alive "$1" || return 2
+  ctl "$1" status >/dev/null 2>&1
+}
+
+start_mirrord () {
+  local name=$1; shift
+  $MIRRORD_WRAPPER "$MIRRORD" -f \
+    --nbd-socket "$TESTDIR/$name.nbd" --control "$TESTDIR/$name.ctl" \
+    --state-dir "$TESTDIR/$name.state" "$@" >"$TESTDIR/$name.log" 2>&1 &
+  _mirrord_pid[$name]=$!
+  cleanup_fn "_kill_mirrord $name"
+  local deadline=$(( $(date +%s%N) + 30000000000 ))
+  until _mirrord_ready "$name"; do
+    if ! _mirrord_alive "$name"; then
+      cat "$TESTDIR/$name.log" >&2
+      fail "mirrord $name died during start-up"
+    fi
+    if (( $(date +%s%N) > deadline )); then
+      cat "$TESTDIR/$name.log" >&2
+      fail "mirrord $name did not become ready"
+    fi
+    sleep 0.02
+  done
+}
+
+mirrord_pid () { echo "${_mirrord_pid[$1]}"; }
+
+_kill_mirrord () {
+  local pid=${_mirrord_pid[$1]:-}
+  [ -n "$pid" ] || return 0
+  kill -TERM "$pid" 2>/dev/null || return 0
+  wait "$pid" 2>/dev/null || :
+}
+
+stop_mirrord () {
+  local name=$1 pid=${_mirrord_pid[$1]} status=0
+  kill -TERM "$pid" 2>/dev/null || :   # it may be exiting already
+  wait "$pid" || status=$?
+  _mirrord_pid[$name]=
+  if [ "$status" -ne 0 ]; then
+    cat "$TESTDIR/$name.log" >&2
+    fail "mirrord $name exited with status $status"
+  fi
+}
+
+# expect_status CODE CMD...: run CMD, fail unless it exits with CODE.
+expect_status () {
+  local want=$1 got=0; shift
+  "$@" || got=$?
+  [ "$got" -eq "$want" ] || fail "'$*' exited $got, expected $want"
+}
