@@ -366,7 +366,7 @@ ioq_new (struct loop *loop, unsigned depth, unsigned threads)
     goto err;
   }
   q->src = loop_add_fd (loop, q->efd, EPOLLIN, eventfd_ready, q);
-  if (q->src == NULL || loop_add_prepare (loop, flush_pending, q) == -1)
+  if (q->src == NULL || loop_add_prepare (loop, LOOP_PREPARE_SUBMIT, flush_pending, q) == -1)
     goto err;
   if (start_threads (q, threads) == -1)
     goto err;

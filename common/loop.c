@@ -31,7 +31,7 @@ struct loop {
   bool stop;
   struct list deferred;
   struct list zombies;          /* removed sources awaiting free */
-  struct { loop_fn cb; void *opaque; } prepare[MAX_PREPARE];
+  struct { int order; loop_fn cb; void *opaque; } prepare[MAX_PREPARE];
   unsigned nr_prepare;
 };
 
@@ -188,12 +188,18 @@ loop_add_timer (struct loop *loop, unsigned first_ms, unsigned interval_ms,
 }
 
 int
-loop_add_prepare (struct loop *loop, loop_fn cb, void *opaque)
+loop_add_prepare (struct loop *loop, int order, loop_fn cb, void *opaque)
 {
+  unsigned i;
+
   if (loop->nr_prepare == MAX_PREPARE)
     return error_set (ENOSPC, "too many prepare hooks");
-  loop->prepare[loop->nr_prepare].cb = cb;
-  loop->prepare[loop->nr_prepare].opaque = opaque;
+  /* Insertion keeps the array sorted by order. */
+  for (i = loop->nr_prepare; i > 0 && loop->prepare[i - 1].order > order; i--)
+    loop->prepare[i] = loop->prepare[i - 1];
+  loop->prepare[i].order = order;
+  loop->prepare[i].cb = cb;
+  loop->prepare[i].opaque = opaque;
   loop->nr_prepare++;
   return 0;
 }

@@ -45,8 +45,12 @@ struct loop_source *loop_add_timer (struct loop *loop, unsigned first_ms,
                                     void *opaque);
 
 /* A function run before every wait for events, for batching: the
- * libaio submission queue and socket output are flushed here. */
-int loop_add_prepare (struct loop *loop, loop_fn cb, void *opaque);
+ * libaio submission queue and socket output are flushed here.  Hooks
+ * run in increasing ORDER: replies go out (LOOP_PREPARE_OUTPUT) before
+ * new I/O is submitted (LOOP_PREPARE_SUBMIT), because io_submit() can
+ * take tens of microseconds that a waiting client should not pay. */
+enum { LOOP_PREPARE_OUTPUT = 0, LOOP_PREPARE_SUBMIT = 10 };
+int loop_add_prepare (struct loop *loop, int order, loop_fn cb, void *opaque);
 
 /* Calls CB once, from the loop, before it next waits.  D is
  * caller-owned storage that must live until CB runs. */

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/stat.h>
 
 #include "common/error.h"
 #include "image.h"
@@ -37,16 +38,23 @@ image_format_parse (const char *s, enum image_format *out)
   return 0;
 }
 
-/* Reads the first bytes of PATH to tell qcow2 from raw. */
+/* Reads the first bytes of PATH to tell qcow2 from raw.  Only files
+ * and block devices are images; O_NONBLOCK so that a FIFO cannot stall
+ * the daemon in open(). */
 static int
 probe (const char *path, enum image_format *out)
 {
   char magic[4];
+  struct stat st;
   ssize_t r;
-  int fd = open (path, O_RDONLY | O_CLOEXEC);
+  int fd = open (path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 
   if (fd == -1)
     return error_set (errno, "%s", path);
+  if (fstat (fd, &st) == -1 || !(S_ISREG (st.st_mode) || S_ISBLK (st.st_mode))) {
+    close (fd);
+    return error_set (EINVAL, "%s: not a regular file or block device", path);
+  }
   r = pread (fd, magic, sizeof magic, 0);
   close (fd);
   if (r == -1)

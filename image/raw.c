@@ -479,10 +479,8 @@ zero_fast (struct image *img, struct image_io *io)
     return unsupported (errno) ? 1 : -errno;
   }
   if (may_trim) {
-    if (punch (fd, io->offset, io->count) == 0) {
-      raw_of (img)->fully_allocated = false;
+    if (punch (fd, io->offset, io->count) == 0)
       return 0;
-    }
     if (!unsupported (errno))
       return -errno;
   }
@@ -529,9 +527,7 @@ trim_work (struct ioq_op *op)
     end = round_down (end, img->align);
   }
   if (end > off) {
-    if (punch (fd, off, end - off) == 0)
-      raw_of (img)->fully_allocated = false;
-    else if (!unsupported (errno))
+    if (punch (fd, off, end - off) == -1 && !unsupported (errno))
       return -errno;
   }
   if ((io->flags & IMAGE_FUA) && fdatasync (fd) == -1)
@@ -546,9 +542,18 @@ work_done (struct ioq_op *op, ssize_t res)
   finish_tracked (io, res < 0 ? (int) -res : 0);
 }
 
+/* Runs on the loop thread, which alone reads fully_allocated: a
+ * request that may punch a hole clears it before the worker runs. */
+static void
+may_punch (struct image *img)
+{
+  raw_of (img)->fully_allocated = false;
+}
+
 static void
 raw_trim (struct image *img, struct image_io *io)
 {
+  may_punch (img);
   io->bounce = NULL;
   io->lo = round_down (io->offset, img->align);
   io->hi = round_up (io->offset + io->count, img->align);
@@ -558,6 +563,7 @@ raw_trim (struct image *img, struct image_io *io)
 static void
 raw_zero (struct image *img, struct image_io *io)
 {
+  may_punch (img);              /* ZERO_RANGE may leave unwritten extents */
   io->bounce = NULL;
   io->lo = round_down (io->offset, img->align);
   io->hi = round_up (io->offset + io->count, img->align);

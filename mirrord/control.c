@@ -65,7 +65,15 @@ static json_object *
 cmd_status (json_object *req)
 {
   const char *name = get_str (req, "export");
-  json_object *r = json_object_new_object (), *arr = json_object_new_array ();
+  json_object *r, *arr, *v;
+
+  if (json_object_object_get_ex (req, "export", &v) && name == NULL
+      && !json_object_is_type (v, json_type_null)) {
+    error_set (EINVAL, "\"export\" must be a string");
+    return NULL;
+  }
+  r = json_object_new_object ();
+  arr = json_object_new_array ();
 
   json_object_object_add (r, "exports", arr);
   if (name) {
@@ -90,21 +98,27 @@ spec_from_json (struct export_spec *spec, json_object *req)
   static const char *const keys[] = {
     "path", "format", "role", "peer", "mode", "granularity", "bandwidth",
   };
+  const char *name = get_str (req, "name");
   json_object *v;
 
-  if (json_object_object_get_ex (req, "name", &v)) {
-    spec->name = strdup (json_object_get_string (v));
-    if (spec->name == NULL)
-      return error_set (ENOMEM, "strdup");
-  }
+  /* Not a string (null, a number): left unset, so validation says so. */
+  if (name && (spec->name = strdup (name)) == NULL)
+    return error_set (ENOMEM, "strdup");
   for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
     if (!json_object_object_get_ex (req, keys[i], &v) || json_object_is_type (v, json_type_null))
       continue;
     if (export_spec_set (spec, keys[i], json_object_get_string (v)) == -1)
       return -1;
   }
-  if (json_object_object_get_ex (req, "readonly", &v))
-    spec->readonly = json_object_get_boolean (v);
+  if (json_object_object_get_ex (req, "readonly", &v)) {
+    /* json-c would call the string "false" true: insist on a boolean,
+     * or a string the config file would accept. */
+    if (json_object_is_type (v, json_type_boolean))
+      spec->readonly = json_object_get_boolean (v);
+    else if (!json_object_is_type (v, json_type_string)
+             || export_spec_set (spec, "readonly", json_object_get_string (v)) == -1)
+      return error_set (EINVAL, "\"readonly\" must be true or false");
+  }
   return export_spec_validate (spec);
 }
 

@@ -172,10 +172,13 @@ export_detach (struct export *e, struct export_client *c)
   e->nr_clients--;
 }
 
+/* Not "!removed": a removed export's clients are draining, and the
+ * writes they sent before the removal must still complete (the
+ * server refuses later ones with ESHUTDOWN). */
 bool
 export_writable (const struct export *e)
 {
-  return !e->spec.readonly && !e->img->readonly && !e->removed
+  return !e->spec.readonly && !e->img->readonly
     && e->spec.role == ROLE_PRIMARY;
 }
 

@@ -19,7 +19,8 @@
  *
  * Bounds.  A connection has at most MAX_IN_FLIGHT requests and
  * MAX_IN_FLIGHT_BYTES of buffers alive (from header received to reply
- * sent); beyond that it stops reading its socket until replies go out.
+ * sent), refused ones included; beyond that it stops reading its
+ * socket until replies go out.
  * Option data is capped at MAX_OPTION_LEN (longer is discarded and
  * refused with ERR_TOO_BIG).  So a client's memory is bounded whatever
  * it sends.
@@ -108,7 +109,8 @@ struct conn {
   uint8_t *in;
   size_t in_start, in_end;
   uint64_t discard_left;        /* bytes to skip (OPTION/PAYLOAD_DISCARD) */
-  struct request *payload_req;  /* WRITE whose payload is being read */
+  struct request *payload_req;  /* WRITE whose payload is being read
+                                   (or, refused, skipped) */
 
   /* Output. */
   struct list outq;

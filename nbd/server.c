@@ -137,7 +137,7 @@ server_init (struct loop *loop, const struct server_limits *limits)
   srv.limits = *limits;
   list_init (&srv.conns);
   list_init (&srv.flush);
-  if (loop_add_prepare (loop, flush_all, NULL) == -1)
+  if (loop_add_prepare (loop, LOOP_PREPARE_OUTPUT, flush_all, NULL) == -1)
     return -1;
   srv.tick = loop_add_timer (loop, 1000, 1000, handshake_timeouts, NULL);
   return srv.tick ? 0 : -1;

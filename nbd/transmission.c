@@ -268,8 +268,10 @@ transmission_payload_done (struct conn *c, struct request *req)
   submit (c, req);
 }
 
+/* A request from header H; with a buffer for its payload if WITH_BUF
+ * (READ and WRITE).  It counts as in flight until its last reply. */
 static struct request *
-request_new (struct conn *c, const uint8_t *h)
+request_new (struct conn *c, const uint8_t *h, bool with_buf)
 {
   struct request *req = calloc (1, sizeof *req);
 
@@ -282,7 +284,7 @@ request_new (struct conn *c, const uint8_t *h)
   req->cookie = get64 (h + 8);
   req->offset = get64 (h + 16);
   req->count = get32 (h + 24);
-  if (req->type == NBD_CMD_READ || req->type == NBD_CMD_WRITE) {
+  if (with_buf && (req->type == NBD_CMD_READ || req->type == NBD_CMD_WRITE)) {
     req->buf_size = req->count;
     req->buf = bufpool_get (req->count);
     if (req->buf == NULL) {
@@ -296,22 +298,34 @@ request_new (struct conn *c, const uint8_t *h)
   return req;
 }
 
-/* Refuses a request before it has a struct request of its own. */
+/* Refuses a request with ERR.  It stays in flight until its error
+ * reply is sent, so a client that sends only bad requests and reads
+ * no replies is held back like any other. */
 static void
 refuse (struct conn *c, const uint8_t *h, int err)
 {
-  uint16_t type = get16 (h + 6);
-  uint32_t count = get32 (h + 24);
+  struct request *req = request_new (c, h, false);
 
   log_debug ("%s: refusing %s (flags %#x) at %llu+%u: %s", c->peer,
-             proto_cmd_name (type), get16 (h + 4),
-             (unsigned long long) get64 (h + 16), count, strerror (err));
-  transmission_error_reply (c, NULL, get64 (h + 8), err);
-  if (type == NBD_CMD_WRITE && count > 0) {
-    /* The payload follows whatever we think of it: skip it. */
-    c->discard_left = count;
-    c->phase = PHASE_DISCARD_PAYLOAD;
+             proto_cmd_name (get16 (h + 6)), get16 (h + 4),
+             (unsigned long long) get64 (h + 16), get32 (h + 24),
+             strerror (err));
+  if (req == NULL) {
+    conn_close (c, "out of memory");
+    return;
   }
+  req->err = err;
+  if (req->type == NBD_CMD_WRITE && req->count > 0) {
+    /* The payload follows whatever we think of it: skip it, and only
+     * then answer.  A client may not take a reply to a write it is
+     * still sending (libnbd drops the connection). */
+    c->discard_left = req->count;
+    c->payload_req = req;
+    c->phase = PHASE_DISCARD_PAYLOAD;
+    return;
+  }
+  transmission_error_reply (c, req, req->cookie, err);
+  conn_request_put (req);
 }
 
 static void
@@ -340,7 +354,7 @@ handle_header (struct conn *c, const uint8_t *h)
     conn_want_close (c);
     return;
   }
-  req = request_new (c, h);
+  req = request_new (c, h, true);
   if (req == NULL) {
     refuse (c, h, ENOMEM);
     return;
@@ -390,13 +404,17 @@ transmission_step (struct conn *c)
   }
 
   case PHASE_DISCARD_PAYLOAD: {
+    struct request *req = c->payload_req;
     size_t n = avail < c->discard_left ? avail : (size_t) c->discard_left;
     c->in_start += n;
     c->discard_left -= n;
     if (c->discard_left > 0)
       return false;
+    c->payload_req = NULL;
     c->phase = PHASE_REQUEST_HDR;
-    return true;
+    transmission_error_reply (c, req, req->cookie, req->err);
+    conn_request_put (req);
+    return !c->closed;
   }
 
   default:
