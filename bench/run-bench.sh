@@ -36,6 +36,7 @@ if [ ! -f "$IMG" ] || [ "$(stat -c %s "$IMG")" != "$(numfmt --from=iec "$SIZE")"
      oflag=direct conv=notrunc status=none
 fi
 
+rm -f "$WORK"/*.sock "$WORK"/*.ctl
 wait_sock () { for _ in $(seq 500); do [ -S "$1" ] && return 0; sleep 0.02; done; return 1; }
 
 "$MIRRORD" -f --export "b=$IMG" --nbd-socket "$WORK/mirrord.sock" \
@@ -72,7 +73,8 @@ run_one () {
   fi
   python3 -c '
 import json, sys
-j = json.loads(sys.stdin.read())["jobs"][0]
+s = sys.stdin.read()
+j = json.loads(s[s.index("{"):])["jobs"][0]   # fio may print a line first
 d = j["read"] if j["read"]["io_bytes"] else j["write"]
 print(sys.argv[1], sys.argv[2], d["bw_bytes"] / 1048576, d["iops"])' "$server" "$job" <<<"$out" >> "$RESULTS"
   tail -1 "$RESULTS"

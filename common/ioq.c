@@ -14,6 +14,13 @@
 #include "log.h"
 
 #define MAX_BATCH 128
+/* Queued aio ops are submitted at the end of the loop iteration, or as
+ * soon as this many wait.  Waiting for the whole iteration makes
+ * convoys: the device idles while a burst of 32 completes and goes back
+ * to the client.  Measured on 4k QD32 (medians of 6 alternating runs):
+ * batch 8 gave +27% random write and +10% random read over 128, and
+ * +22% write over submitting each op alone. */
+#define SUBMIT_BATCH 8
 
 struct ioq {
   struct loop *loop;
@@ -24,6 +31,8 @@ struct ioq {
   int efd;
   struct loop_source *src;
   struct list pending;          /* aio ops waiting for io_submit */
+  unsigned nr_pending;
+  unsigned batch;               /* submit as soon as this many wait */
   /* Kernel features found missing at run time, then routed to threads. */
   bool no_aio_fsync;
   bool no_aio_rwflags;
@@ -201,6 +210,7 @@ static void
 submit_refused (struct ioq *q, struct ioq_op *op, int err)
 {
   list_del (&op->node);
+  q->nr_pending--;
   if (err == EINVAL && op->kind == IOQ_FSYNC && !q->no_aio_fsync) {
     log_info ("ioq: kernel refuses aio fdsync; using worker threads");
     q->no_aio_fsync = true;
@@ -251,6 +261,7 @@ flush_pending (void *opaque)
     }
     for (int i = 0; i < r; i++)
       list_del (&((struct ioq_op *) cbs[i]->data)->node);
+    q->nr_pending -= (unsigned) r;
     q->submitted += (unsigned) r;
   }
 }
@@ -263,8 +274,11 @@ enqueue (struct ioq *q, struct ioq_op *op)
       || (op->kind == IOQ_PWRITE && op->rw_flags && q->no_aio_rwflags)
       || op->kind == IOQ_WORK || op->use_thread)
     to_thread (q, op);
-  else
+  else {
     list_add_tail (&q->pending, &op->node);
+    if (++q->nr_pending >= q->batch)
+      flush_pending (q);
+  }
 }
 
 void
@@ -349,6 +363,7 @@ ioq_new (struct loop *loop, unsigned depth, unsigned threads)
   q->loop = loop;
   q->depth = depth;
   q->efd = -1;
+  q->batch = SUBMIT_BATCH;
   list_init (&q->pending);
   list_init (&q->work);
   list_init (&q->finished);

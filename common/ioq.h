@@ -15,9 +15,10 @@
  *
  * Reads, writes and flushes go to the kernel through libaio (one
  * io_context per loop); their completions arrive on an eventfd that
- * the loop watches.  Operations queued during one loop iteration are
- * submitted together by a single io_submit() in the loop's prepare
- * hook, so a burst of pipelined NBD requests costs one system call.
+ * the loop watches.  Operations are queued and submitted in small
+ * batches by one io_submit() (when a batch fills, and in the loop's
+ * prepare hook for the rest), so a burst of pipelined NBD requests
+ * costs few system calls without holding the device idle.
  *
  * Work that Linux only offers as a blocking call (fallocate, and
  * fsync or FUA writes where the kernel refuses them through aio) runs

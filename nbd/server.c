@@ -21,6 +21,7 @@
 #include "server-internal.h"
 
 #define MAX_LISTENERS 16
+#define SOCKET_BUFFER (4 << 20)
 
 struct listener {
   int fd;
@@ -179,6 +180,24 @@ static const struct export_client_ops client_ops = {
 
 static void send_greeting (struct conn *c);
 
+/* A read reply of up to 32 MiB goes out through the socket buffer: with
+ * the default (about 200 KiB for unix sockets) a 1 MiB reply needs
+ * several wake-ups of both sides, and latency, not bandwidth, limits
+ * sequential reads.  Ask for more; the kernel caps it at wmem_max
+ * unless we may force it. */
+static void
+tune_socket (int fd, bool is_unix)
+{
+  int one = 1, buf = SOCKET_BUFFER;
+
+  if (setsockopt (fd, SOL_SOCKET, SO_SNDBUFFORCE, &buf, sizeof buf) == -1)
+    setsockopt (fd, SOL_SOCKET, SO_SNDBUF, &buf, sizeof buf);
+  if (setsockopt (fd, SOL_SOCKET, SO_RCVBUFFORCE, &buf, sizeof buf) == -1)
+    setsockopt (fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof buf);
+  if (!is_unix)
+    setsockopt (fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
 static void
 new_conn (int fd, bool is_unix)
 {
@@ -197,10 +216,7 @@ new_conn (int fd, bool is_unix)
   list_init (&c->outq);
   list_init (&c->flush_node);
   peer_name (fd, is_unix, c->peer, sizeof c->peer);
-  if (!is_unix) {
-    int one = 1;
-    setsockopt (fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  }
+  tune_socket (fd, is_unix);
   c->phase = PHASE_CLIENT_FLAGS;
   if (srv.limits.handshake_timeout_s)
     c->handshake_deadline_ns = loop_now_ns ()
