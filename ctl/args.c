@@ -16,7 +16,7 @@
 
 enum {
   OPT_FORMAT = 256, OPT_READONLY, OPT_MODE, OPT_BANDWIDTH, OPT_UNTIL,
-  OPT_TIMEOUT, OPT_FORCE, OPT_JSON,
+  OPT_TIMEOUT, OPT_FORCE, OPT_JSON, OPT_OFFSET, OPT_LENGTH,
 };
 
 static const struct option options[] = {
@@ -27,6 +27,8 @@ static const struct option options[] = {
   { "until", required_argument, NULL, OPT_UNTIL },
   { "timeout", required_argument, NULL, OPT_TIMEOUT },
   { "force", no_argument, NULL, OPT_FORCE },
+  { "offset", required_argument, NULL, OPT_OFFSET },
+  { "length", required_argument, NULL, OPT_LENGTH },
   { "json", no_argument, NULL, OPT_JSON },
   { "socket", required_argument, NULL, 's' },
   { "help", no_argument, NULL, 'h' },
@@ -45,6 +47,7 @@ option_bit (int opt)
   case OPT_UNTIL: return ARG_UNTIL;
   case OPT_TIMEOUT: return ARG_TIMEOUT;
   case OPT_FORCE: return ARG_FORCE;
+  case OPT_OFFSET: case OPT_LENGTH: return ARG_RANGE;
   default: return 0;
   }
 }
@@ -90,6 +93,12 @@ set_option (struct ctl *ctl, int opt, const char *val, struct ctl_args *a)
     a->have_timeout = true;
     return parse_seconds (val, &a->timeout);
   case OPT_FORCE: a->force = true; return 0;
+  case OPT_OFFSET:
+    a->have_offset = true;
+    return size_parse (val, &a->offset);
+  case OPT_LENGTH:
+    a->have_length = true;
+    return size_parse (val, &a->length);
   case OPT_JSON: ctl->json = true; return 0;
   case 's': ctl->socket_path = val; return 0;
   case 'h': a->help = true; return 0;

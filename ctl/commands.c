@@ -195,6 +195,23 @@ run_verify (struct ctl *ctl, const struct ctl_args *a)
   return CTL_OK;
 }
 
+static int
+run_bitmap_clear (struct ctl *ctl, const struct ctl_args *a)
+{
+  json_object *req = ctl_request ("bitmap-clear", "export", a->pos[0]);
+  json_object *result;
+  int r;
+
+  if (req && a->have_offset)
+    json_object_object_add (req, "offset", json_object_new_int64 ((int64_t) a->offset));
+  if (req && a->have_length)
+    json_object_object_add (req, "length", json_object_new_int64 ((int64_t) a->length));
+  r = ctl_call (ctl, req, 0, &result);
+  if (r != CTL_OK)
+    return r;
+  return ctl_done (ctl, result, "cleared the dirty bitmap of %s", a->pos[0]);
+}
+
 static const struct command commands[] = {
   { "status", NULL, 0, 1, 0, run_status, "status [EXPORT]" },
   { "export", "add", 2, 2, ARG_FORMAT | ARG_READONLY, run_export_add,
@@ -210,6 +227,8 @@ static const struct command commands[] = {
   { "promote", NULL, 1, 1, ARG_FORCE, run_promote, "promote EXPORT [--force]" },
   { "demote", NULL, 1, 1, 0, run_demote, "demote EXPORT" },
   { "verify", NULL, 1, 1, 0, run_verify, "verify EXPORT" },
+  { "bitmap", "clear", 1, 1, ARG_RANGE, run_bitmap_clear,
+    "bitmap clear EXPORT [--offset BYTES] [--length BYTES]" },
 };
 
 #define NR_COMMANDS (sizeof commands / sizeof commands[0])

@@ -58,6 +58,8 @@ struct ctl_args {
   bool have_timeout;
   double timeout;             /* --timeout, seconds */
   bool force;                 /* --force */
+  bool have_offset, have_length;
+  uint64_t offset, length;    /* --offset, --length (sizes) */
 };
 
 /* Which options a command accepts (--json, -s and --help always). */
@@ -69,6 +71,7 @@ enum {
   ARG_UNTIL = 1 << 4,
   ARG_TIMEOUT = 1 << 5,
   ARG_FORCE = 1 << 6,
+  ARG_RANGE = 1 << 7,         /* --offset and --length */
 };
 
 /* args.c: parses ARGV (ARGV[0] is the command word) into A.  Returns 0,

@@ -38,6 +38,24 @@ image_format_parse (const char *s, enum image_format *out)
   return 0;
 }
 
+const char *
+image_cache_name (enum image_cache c)
+{
+  return c == IMAGE_CACHE_WRITEBACK ? "writeback" : "none";
+}
+
+int
+image_cache_parse (const char *s, enum image_cache *out)
+{
+  if (strcmp (s, "none") == 0)
+    *out = IMAGE_CACHE_NONE;
+  else if (strcmp (s, "writeback") == 0)
+    *out = IMAGE_CACHE_WRITEBACK;
+  else
+    return error_set (0, "unknown cache mode '%s' (expected none or writeback)", s);
+  return 0;
+}
+
 /* Reads the first bytes of PATH to tell qcow2 from raw.  Only files
  * and block devices are images; O_NONBLOCK so that a FIFO cannot stall
  * the daemon in open(). */
@@ -66,7 +84,7 @@ probe (const char *path, enum image_format *out)
 
 struct image *
 image_open (const char *path, enum image_format format, bool readonly,
-            struct ioq *ioq)
+            enum image_cache cache, struct ioq *ioq)
 {
   enum image_format found;
 
@@ -83,7 +101,7 @@ image_open (const char *path, enum image_format format, bool readonly,
   }
   switch (format) {
   case IMAGE_FORMAT_RAW:
-    return raw_open (path, readonly, ioq);
+    return raw_open (path, readonly, cache, ioq);
   case IMAGE_FORMAT_QCOW2:
     error_set (ENOTSUP, "%s: qcow2 images are not supported yet", path);
     return NULL;

@@ -28,6 +28,15 @@ enum image_format {
   IMAGE_FORMAT_QCOW2,
 };
 
+/* How an image uses the host's page cache (QEMU's names).
+ *   none       O_DIRECT: no double caching, what VMs want (default)
+ *   writeback  the page cache: reads of cached data never touch the
+ *              disk; writes are stable only after FLUSH or FUA */
+enum image_cache {
+  IMAGE_CACHE_NONE,
+  IMAGE_CACHE_WRITEBACK,
+};
+
 enum image_cmd {
   IMAGE_READ,
   IMAGE_WRITE,
@@ -116,6 +125,7 @@ struct image {
   uint64_t size;
   bool readonly;
   bool is_blockdev;
+  enum image_cache cache;
   bool direct;                  /* O_DIRECT in use */
   bool can_trim;                /* TRIM really deallocates */
   bool can_zero_fast;           /* ZERO can be done without writing */
@@ -128,7 +138,8 @@ struct image {
  * file, a format we refuse (the message names the feature), or a
  * format that does not match FORMAT. */
 struct image *image_open (const char *path, enum image_format format,
-                          bool readonly, struct ioq *ioq);
+                          bool readonly, enum image_cache cache,
+                          struct ioq *ioq);
 /* All requests must have completed. */
 void image_close (struct image *img);
 
@@ -140,8 +151,11 @@ void image_io_complete_later (struct image_io *io, int err);
 
 const char *image_format_name (enum image_format f);
 int image_format_parse (const char *s, enum image_format *out);
+const char *image_cache_name (enum image_cache c);
+int image_cache_parse (const char *s, enum image_cache *out);
 
 /* Driver entry points. */
-struct image *raw_open (const char *path, bool readonly, struct ioq *ioq);
+struct image *raw_open (const char *path, bool readonly,
+                        enum image_cache cache, struct ioq *ioq);
 
 #endif

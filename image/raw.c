@@ -15,11 +15,13 @@
  * serialising requests, the same idea).  Aligned requests never wait
  * unless a serialising one is in their way.
  *
- * Buffered fallback.  When O_DIRECT is refused (tmpfs) or the file
- * size is not a multiple of the alignment (a direct write of the last
- * block would grow the file), the image is opened without O_DIRECT,
- * with a log line, and reads and writes run on ioq's worker threads,
- * where blocking in the page cache does not stall the loop.
+ * Page cache.  With cache=writeback, or as a fallback when O_DIRECT is
+ * refused (tmpfs) or the file size is not a multiple of the alignment
+ * (a direct write of the last block would grow the file; logged), the
+ * image is opened without O_DIRECT.  Reads and writes are first tried
+ * on the loop thread with RWF_NOWAIT, which succeeds only when no
+ * blocking is needed (a cache hit, room for dirty pages); the rest
+ * runs on ioq's worker threads.
  *
  * Allocation.  base:allocation comes from SEEK_DATA/SEEK_HOLE.  A file
  * whose blocks cover its whole size at open is "fully allocated" and
@@ -37,6 +39,7 @@
 #include <linux/fs.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 
 #include "common/bufpool.h"
 #include "common/error.h"
@@ -49,6 +52,8 @@
 struct raw {
   int fd;
   bool fully_allocated;
+  bool no_nowait_read;          /* the kernel refused RWF_NOWAIT */
+  bool no_nowait_write;
   struct list inflight;         /* tracked write-like requests */
   struct list waiting;          /* tracked requests not yet started */
   unsigned nr_serialising;
@@ -188,7 +193,6 @@ static void
 read_done (struct ioq_op *op, ssize_t res)
 {
   struct image_io *io = op->opaque;
-  struct image *img = io->img;
   size_t want = io->bounce ? io->hi - io->lo : io->count;
   uint8_t *dst = io->bounce ? io->bounce : io->buf;
 
@@ -196,13 +200,39 @@ read_done (struct ioq_op *op, ssize_t res)
     finish (io, (int) -res);
     return;
   }
-  /* Only the end of the file reads short: the rest reads as zero. */
+  /* Bytes read before (a partial RWF_NOWAIT read) count too.  Only the
+   * end of the file reads short: the rest reads as zero. */
+  res += (ssize_t) io->done_bytes;
   if ((size_t) res < want)
     memset (dst + res, 0, want - (size_t) res);
   if (io->bounce)
     memcpy (io->buf, (uint8_t *) io->bounce + (io->offset - io->lo), io->count);
-  (void) img;
   finish (io, 0);
+}
+
+/* Page-cache images: data already cached is copied on the loop thread
+ * at once (RWF_NOWAIT never blocks); only a miss pays for a trip to a
+ * worker thread.  Returns the bytes read, 0 when nothing was cached. */
+static size_t
+read_nowait (struct image *img, struct image_io *io)
+{
+  struct raw *r = raw_of (img);
+  struct iovec iov = { io->buf, io->count };
+  ssize_t n;
+
+  if (img->direct || r->no_nowait_read)
+    return 0;
+  n = preadv2 (r->fd, &iov, 1, (off_t) io->offset, RWF_NOWAIT);
+  if (n == -1 && errno == EOPNOTSUPP)
+    r->no_nowait_read = true;
+  return n > 0 ? (size_t) n : 0;
+}
+
+static void
+complete_now (void *opaque)
+{
+  struct image_io *io = opaque;
+  io->done (io, 0);
 }
 
 static int raw_extents_sync (struct image *img, uint64_t offset,
@@ -219,11 +249,18 @@ raw_read (struct image *img, struct image_io *io)
     return;
   }
   io->bounce = NULL;
+  io->done_bytes = read_nowait (img, io);
+  if (io->done_bytes == io->count) {
+    memset (&io->later, 0, sizeof io->later);
+    loop_defer (ioq_loop (img->ioq), &io->later, complete_now, io);
+    return;
+  }
   io->op.opaque = io;
   io->op.done = read_done;
   io->op.use_thread = !img->direct;
   if (is_aligned (img, io->offset, io->count)) {
-    ioq_pread (img->ioq, &io->op, r->fd, io->buf, io->count, io->offset);
+    ioq_pread (img->ioq, &io->op, r->fd, (uint8_t *) io->buf + io->done_bytes,
+               io->count - io->done_bytes, io->offset + io->done_bytes);
     return;
   }
   io->lo = round_down (io->offset, img->align);
@@ -266,6 +303,39 @@ write_done (struct ioq_op *op, ssize_t res)
 }
 
 static void
+finish_later_cb (void *opaque)
+{
+  struct image_io *io = opaque;
+  finish_tracked (io, 0);
+}
+
+/* Page-cache images: a write that fits in the cache without waiting
+ * (RWF_NOWAIT) is done on the loop thread; FUA writes and the rest of
+ * a partial one go to a worker. */
+static bool
+write_nowait (struct image *img, struct image_io *io, const uint8_t *src,
+              size_t len, uint64_t start)
+{
+  struct raw *r = raw_of (img);
+  struct iovec iov = { (void *) src, len };
+  ssize_t n;
+
+  if (img->direct || r->no_nowait_write || (io->flags & IMAGE_FUA))
+    return false;
+  n = pwritev2 (r->fd, &iov, 1, (off_t) start, RWF_NOWAIT);
+  if (n == -1 && errno == EOPNOTSUPP)
+    r->no_nowait_write = true;
+  if (n <= 0)
+    return false;
+  io->done_bytes += (uint64_t) n;
+  if ((size_t) n < len)
+    return false;
+  memset (&io->later, 0, sizeof io->later);
+  loop_defer (ioq_loop (img->ioq), &io->later, finish_later_cb, io);
+  return true;
+}
+
+static void
 write_step (struct image_io *io)
 {
   struct image *img = io->img;
@@ -274,6 +344,9 @@ write_step (struct image_io *io)
   size_t total = io->bounce ? io->hi - io->lo : io->count;
   int flags = (io->flags & IMAGE_FUA) ? RWF_DSYNC : 0;
 
+  if (io->done_bytes == 0
+      && write_nowait (img, io, src, total, start))
+    return;
   io->op.opaque = io;
   io->op.done = write_done;
   io->op.use_thread = !img->direct;
@@ -716,7 +789,8 @@ probe_fd (struct image *img, struct raw *r)
 }
 
 struct image *
-raw_open (const char *path, bool readonly, struct ioq *ioq)
+raw_open (const char *path, bool readonly, enum image_cache cache,
+          struct ioq *ioq)
 {
   struct image *img = calloc (1, sizeof *img);
   struct raw *r = calloc (1, sizeof *r);
@@ -733,9 +807,10 @@ raw_open (const char *path, bool readonly, struct ioq *ioq)
   list_init (&r->inflight);
   list_init (&r->waiting);
 
-  img->direct = true;
-  r->fd = open_fd (img, true);
-  if (r->fd == -1 && errno == EINVAL) {
+  img->cache = cache;
+  img->direct = cache == IMAGE_CACHE_NONE;
+  r->fd = open_fd (img, img->direct);
+  if (r->fd == -1 && errno == EINVAL && img->direct) {
     log_info ("%s: O_DIRECT refused by the file system (tmpfs?); "
               "using buffered I/O", path);
     img->direct = false;

@@ -97,6 +97,7 @@ spec_from_json (struct export_spec *spec, json_object *req)
 {
   static const char *const keys[] = {
     "path", "format", "role", "peer", "mode", "granularity", "bandwidth",
+    "cache",
   };
   const char *name = get_str (req, "name");
   json_object *v;
@@ -149,10 +150,65 @@ cmd_export_remove (json_object *req)
   return json_object_new_object ();
 }
 
+/* The export named by the request's "export", or NULL (error set). */
+static struct export *
+get_export (json_object *req)
+{
+  const char *name = get_str (req, "export");
+  struct export *e;
+
+  if (name == NULL) {
+    error_set (EINVAL, "request needs an \"export\" string");
+    return NULL;
+  }
+  e = export_find (name);
+  if (e == NULL)
+    error_set (ENOENT, "export %s not found", name);
+  return e;
+}
+
+/* An optional non-negative integer argument. */
+static int
+get_u64 (json_object *req, const char *key, uint64_t *out)
+{
+  json_object *v;
+
+  *out = 0;
+  if (!json_object_object_get_ex (req, key, &v) || json_object_is_type (v, json_type_null))
+    return 0;
+  if (!json_object_is_type (v, json_type_int) || json_object_get_int64 (v) < 0)
+    return error_set (EINVAL, "\"%s\" must be a non-negative integer", key);
+  *out = (uint64_t) json_object_get_int64 (v);
+  return 0;
+}
+
+/* Forget dirty regions whose data is safe elsewhere (after a backup,
+ * say).  Without offset/length: the whole disk. */
+static json_object *
+cmd_bitmap_clear (json_object *req)
+{
+  struct export *e = get_export (req);
+  uint64_t offset, length;
+
+  if (e == NULL || get_u64 (req, "offset", &offset) == -1
+      || get_u64 (req, "length", &length) == -1)
+    return NULL;
+  if (offset > export_size (e)) {
+    error_set (EINVAL, "offset %llu is past the end of export %s",
+               (unsigned long long) offset, e->spec.name);
+    return NULL;
+  }
+  log_info ("export %s: dirty bitmap cleared from %llu for %llu bytes by request",
+            e->spec.name, (unsigned long long) offset, (unsigned long long) length);
+  export_bitmap_clear (e, offset, length);
+  return status_export_json (e);
+}
+
 static const struct {
   const char *name;
   command_fn fn;
 } commands[] = {
+  { "bitmap-clear", cmd_bitmap_clear },
   { "version", cmd_version },
   { "status", cmd_status },
   { "export-add", cmd_export_add },

@@ -65,7 +65,8 @@ export_spec_equal (const struct export_spec *a, const struct export_spec *b)
     && str_equal (a->peer, b->peer) && a->format == b->format
     && a->role == b->role && a->mode == b->mode
     && a->granularity == b->granularity && a->bandwidth == b->bandwidth
-    && a->readonly == b->readonly;
+    && a->readonly == b->readonly && a->cache == b->cache
+    && a->bitmap_strict == b->bitmap_strict && a->no_bitmap == b->no_bitmap;
 }
 
 const char *
@@ -142,8 +143,19 @@ export_spec_set (struct export_spec *s, const char *key, const char *value)
       ? error_prefix ("bandwidth") : 0;
   if (strcmp (key, "readonly") == 0)
     return parse_bool (key, value, &s->readonly);
+  if (strcmp (key, "bitmap") == 0) {
+    bool on;
+    if (parse_bool (key, value, &on) == -1)
+      return -1;
+    s->no_bitmap = !on;
+    return 0;
+  }
+  if (strcmp (key, "bitmap-strict") == 0)
+    return parse_bool (key, value, &s->bitmap_strict);
+  if (strcmp (key, "cache") == 0)
+    return image_cache_parse (value, &s->cache) == -1 ? error_prefix ("cache") : 0;
   return error_set (0, "unknown export key '%s' (expected path, format, role, "
-                    "peer, mode, granularity, bandwidth or readonly)", key);
+                    "peer, mode, granularity, bandwidth, readonly, cache, bitmap or bitmap-strict)", key);
 }
 
 static bool

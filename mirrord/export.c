@@ -4,6 +4,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,15 +14,35 @@
 
 static struct {
   struct ioq *ioq;
+  char *state_dir;
   struct list exports;
   unsigned count;
 } reg = { .exports = LIST_INIT (reg.exports) };
 
 int
-export_registry_init (struct ioq *ioq)
+export_registry_init (struct ioq *ioq, const char *state_dir)
 {
   reg.ioq = ioq;
-  return 0;
+  free (reg.state_dir);
+  reg.state_dir = strdup (state_dir);
+  return reg.state_dir ? 0 : error_set (ENOMEM, "strdup");
+}
+
+static struct bitmap_store *
+open_bitmap (const struct export_spec *spec, uint64_t size)
+{
+  char path[4096];
+  struct bitmap_store_opts o = {
+    .path = path, .image_path = spec->path, .size = size,
+    .granularity = (uint32_t) spec->granularity, .strict = spec->bitmap_strict,
+  };
+
+  if ((size_t) snprintf (path, sizeof path, "%s/%s.bitmap", reg.state_dir,
+                         spec->name) >= sizeof path) {
+    error_set (ENAMETOOLONG, "bitmap path for export %s", spec->name);
+    return NULL;
+  }
+  return bitmap_store_open (&o, reg.ioq);
 }
 
 struct export *
@@ -81,9 +102,18 @@ export_add (const struct export_spec *spec, bool from_config)
     free (e);
     return NULL;
   }
-  e->img = image_open (spec->path, spec->format, spec->readonly, reg.ioq);
+  e->img = image_open (spec->path, spec->format, spec->readonly, spec->cache,
+                       reg.ioq);
   if (e->img == NULL) {
     error_prefix ("export %s", spec->name);
+    export_spec_clear (&e->spec);
+    free (e);
+    return NULL;
+  }
+  e->bitmap = spec->no_bitmap ? NULL : open_bitmap (spec, e->img->size);
+  if (e->bitmap == NULL && !spec->no_bitmap) {
+    error_prefix ("export %s", spec->name);
+    image_close (e->img);
     export_spec_clear (&e->spec);
     free (e);
     return NULL;
@@ -96,7 +126,8 @@ export_add (const struct export_spec *spec, bool from_config)
   log_info ("export %s: %s (%s, %llu bytes%s%s)", spec->name, spec->path,
             image_format_name (e->img->format),
             (unsigned long long) e->img->size,
-            e->img->direct ? ", O_DIRECT" : ", buffered",
+            e->img->direct ? ", O_DIRECT"
+            : spec->cache == IMAGE_CACHE_WRITEBACK ? ", cache=writeback" : ", buffered",
             export_writable (e) ? "" : ", read-only");
   return e;
 }
@@ -114,6 +145,8 @@ export_unref (struct export *e)
   if (--e->refs > 0)
     return;
   log_debug ("export %s: freed", e->spec.name);
+  if (bitmap_store_close (e->bitmap) == -1)
+    log_err ("export %s: %s", e->spec.name, error_get ());
   image_close (e->img);
   export_spec_clear (&e->spec);
   free (e);
@@ -188,21 +221,107 @@ export_size (const struct export *e)
   return e->img->size;
 }
 
-void
-export_submit (struct export *e, struct image_io *io)
+static bool
+is_write (enum image_cmd cmd)
 {
-  bool writes = io->cmd == IMAGE_WRITE || io->cmd == IMAGE_TRIM
-    || io->cmd == IMAGE_ZERO;
+  return cmd == IMAGE_WRITE || cmd == IMAGE_TRIM || cmd == IMAGE_ZERO;
+}
+
+/* The write completed: the live bitmap learns of it, then the caller. */
+static void
+write_done (struct image_io *io, int err)
+{
+  struct export_io *x = io->opaque;
+  struct export *e = x->exp;    /* X may be freed by the caller's done() */
+
+  bitmap_store_end_write (e->bitmap, &x->intent);
+  io->done = x->done;
+  io->opaque = x->opaque;
+  io->done (io, err);
+  export_unref (e);
+}
+
+/* The write's region is recorded on disk (or could not be). */
+static void
+intent_ready (struct bitmap_intent *in, int err)
+{
+  struct export_io *x = in->opaque;
+
+  if (err) {
+    log_err ("export %s: failing a write: its dirty region could not be "
+             "recorded", x->exp->spec.name);
+    image_io_complete_later (&x->io, err);
+    return;
+  }
+  image_submit (x->exp->img, &x->io);
+}
+
+void
+export_submit (struct export *e, struct export_io *x)
+{
+  struct image_io *io = &x->io;
 
   e->requests++;
-  if (writes && !export_writable (e)) {
+  if (is_write (io->cmd) && !export_writable (e)) {
     io->img = e->img;
     image_io_complete_later (io, EPERM);
     return;
   }
-  if (io->cmd == IMAGE_WRITE)
-    e->bytes_written += io->count;
-  else if (io->cmd == IMAGE_READ)
+  if (io->cmd == IMAGE_READ)
     e->bytes_read += io->count;
-  image_submit (e->img, io);
+  else if (io->cmd == IMAGE_WRITE)
+    e->bytes_written += io->count;
+  if (!is_write (io->cmd) || io->count == 0 || e->bitmap == NULL
+      || io->offset >= e->img->size || io->count > e->img->size - io->offset) {
+    image_submit (e->img, io);  /* image_submit() refuses bad ranges */
+    return;
+  }
+  /* Write intent: the region is dirty on disk before the data moves. */
+  export_ref (e);
+  x->exp = e;
+  x->done = io->done;
+  x->opaque = io->opaque;
+  io->done = write_done;
+  io->opaque = x;
+  io->img = e->img;
+  x->intent.ready = intent_ready;
+  x->intent.opaque = x;
+  if (bitmap_store_begin_write (e->bitmap, &x->intent, io->offset, io->count) == 1)
+    image_submit (e->img, io);
+}
+
+int
+export_dirty_extents (struct export *e, uint64_t offset, uint64_t count,
+                      struct image_extents *out)
+{
+  struct dirty_bitmap *bm = e->bitmap ? bitmap_store_live (e->bitmap) : NULL;
+  uint64_t pos = offset, end = offset + count, start, len;
+
+  while (pos < end) {
+    if (bm == NULL)
+      return image_extents_add (out, pos, end - pos, 0) < 0 ? -1 : 0;
+    int r;
+    if (dirty_bitmap_next_dirty (bm, pos, end - pos, &start, &len) == 1)
+      return image_extents_add (out, pos, end - pos, 0) < 0 ? -1 : 0;
+    r = image_extents_add (out, pos, start - pos, 0);
+    if (r == 0)
+      r = image_extents_add (out, start, len, 1);
+    if (r != 0)
+      return r < 0 ? -1 : 0;    /* full: the list ends early */
+    pos = start + len;
+  }
+  return 0;
+}
+
+void
+export_bitmap_clear (struct export *e, uint64_t offset, uint64_t length)
+{
+  if (e->bitmap)
+    bitmap_store_clear (e->bitmap, offset, length);
+}
+
+uint64_t
+export_dirty_bytes (const struct export *e)
+{
+  return e->bitmap ? bitmap_store_dirty_bytes (e->bitmap) : 0;
 }

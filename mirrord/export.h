@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "bitmap/store.h"
 #include "common/list.h"
 #include "image/image.h"
 
@@ -39,6 +40,9 @@ struct export_spec {
   uint64_t granularity;         /* dirty-bitmap granularity, bytes */
   uint64_t bandwidth;           /* mirror bandwidth limit, bytes/s; 0 = none */
   bool readonly;
+  enum image_cache cache;       /* none (O_DIRECT) or writeback */
+  bool bitmap_strict;           /* refuse a corrupt bitmap file */
+  bool no_bitmap;               /* bitmap=false: no dirty tracking */
 };
 
 #define EXPORT_DEFAULT_GRANULARITY (64u << 10)
@@ -50,7 +54,7 @@ void export_spec_clear (struct export_spec *s);
 int export_spec_copy (struct export_spec *dst, const struct export_spec *src);
 bool export_spec_equal (const struct export_spec *a, const struct export_spec *b);
 /* Sets KEY (path, format, role, peer, mode, granularity, bandwidth,
- * readonly) from VALUE.  -1 with error_set() on a bad key or value. */
+ * readonly, cache, bitmap, bitmap-strict) from VALUE.  -1 with error_set() on a bad key or value. */
 int export_spec_set (struct export_spec *s, const char *key, const char *value);
 /* Parses "NAME=PATH[,key=value|readonly]..." (mirrord --export). */
 int export_spec_parse (struct export_spec *s, const char *str);
@@ -71,6 +75,8 @@ struct export_client {
 struct export {
   struct export_spec spec;
   struct image *img;
+  struct bitmap_store *bitmap;  /* persistent write-intent dirty bitmap,
+                                   NULL with bitmap=false */
   unsigned refs;
   bool removed;
   bool from_config;             /* SIGHUP reload may remove it */
@@ -82,9 +88,22 @@ struct export {
   uint64_t requests;
 };
 
+/* A request to an export: an image request plus what the export layer
+ * needs while it is in flight.  The caller fills IO as for
+ * image_submit(); IO's done() gets the request back unchanged. */
+struct export_io {
+  struct image_io io;
+  /* Private to export.c. */
+  struct export *exp;
+  image_done_fn done;
+  void *opaque;
+  struct bitmap_intent intent;
+};
+
 /* The registry.  EXPORT_NAME "" finds the only export, if there is
  * exactly one (as qemu-nbd and nbdkit serve a default export). */
-int export_registry_init (struct ioq *ioq);
+/* Bitmaps live in STATE_DIR/NAME.bitmap. */
+int export_registry_init (struct ioq *ioq, const char *state_dir);
 struct export *export_add (const struct export_spec *spec, bool from_config);
 int export_remove (const char *name);
 struct export *export_find (const char *name);
@@ -104,7 +123,18 @@ void export_detach (struct export *e, struct export_client *c);
 bool export_writable (const struct export *e);
 uint64_t export_size (const struct export *e);
 
-/* The data path: like image_submit(), with the export's policy. */
-void export_submit (struct export *e, struct image_io *io);
+/* The data path: like image_submit(), with the export's policy.
+ * Writes, trims and zeroes are recorded in the dirty bitmap: on disk
+ * before they are submitted, in the live bitmap when they complete. */
+void export_submit (struct export *e, struct export_io *x);
+
+/* The live dirty bitmap over [OFFSET, OFFSET+COUNT) as extents with
+ * flag 1 = dirty (qemu:dirty-bitmap).  -1 on out of memory. */
+int export_dirty_extents (struct export *e, uint64_t offset, uint64_t count,
+                          struct image_extents *out);
+/* Clears the dirty bits of a range whose data is safe elsewhere
+ * (LENGTH 0: to the end). */
+void export_bitmap_clear (struct export *e, uint64_t offset, uint64_t length);
+uint64_t export_dirty_bytes (const struct export *e);
 
 #endif

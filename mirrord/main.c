@@ -45,7 +45,7 @@ static struct {
   struct loop_source *shutdown_timer;
   uint64_t shutdown_deadline_ns;
   unsigned flushes_pending;
-  bool flushing;
+  enum { RUNNING, DRAINING, FLUSHING, CLOSING } stage;
   int lockfd;
 } d = { .sigfd = -1, .lockfd = -1 };
 
@@ -132,6 +132,8 @@ start_listening (const struct config *cfg)
 
 /* ---- Shutdown ---- */
 
+static void close_exports (void);
+
 static void
 flush_done (struct image_io *io, int err)
 {
@@ -142,14 +144,23 @@ flush_done (struct image_io *io, int err)
   export_unref (e);
   free (io);
   if (--d.flushes_pending == 0)
-    loop_stop (d.loop);
+    close_exports ();
 }
 
-/* Every client gone and no I/O in flight: flush each image, then stop. */
+/* Images flushed: close the exports, which stores their bitmaps; the
+ * loop stops once the last bitmap write is done. */
 static void
-flush_and_stop (void)
+close_exports (void)
 {
-  d.flushing = true;
+  d.stage = CLOSING;
+  export_remove_all ();
+}
+
+/* Every client gone and no I/O in flight: flush each image. */
+static void
+flush_images (void)
+{
+  d.stage = FLUSHING;
   d.flushes_pending = 1;        /* held until all are submitted */
   for (struct export *e = export_first (); e; e = export_next (e)) {
     struct image_io *io = calloc (1, sizeof *io);
@@ -163,16 +174,19 @@ flush_and_stop (void)
     image_submit (e->img, io);
   }
   if (--d.flushes_pending == 0)
-    loop_stop (d.loop);
+    close_exports ();
 }
 
 static void
 shutdown_poll (void *opaque)
 {
-  if (d.flushing)
+  if (d.stage == CLOSING && ioq_in_flight (d.ioq) == 0) {
+    loop_stop (d.loop);
     return;
-  if (server_connection_count () == 0 && ioq_in_flight (d.ioq) == 0) {
-    flush_and_stop ();
+  }
+  if (d.stage == DRAINING && server_connection_count () == 0
+      && ioq_in_flight (d.ioq) == 0) {
+    flush_images ();
     return;
   }
   if (loop_now_ns () > d.shutdown_deadline_ns) {
@@ -187,6 +201,7 @@ begin_shutdown (int sig)
 {
   if (d.shutdown_timer)
     return;
+  d.stage = DRAINING;
   log_info ("%s: finishing in-flight requests, then exiting",
             strsignal (sig));
   server_stop_listening ();
@@ -282,7 +297,7 @@ start (void)
   if (d.loop == NULL)
     return -1;
   d.ioq = ioq_new (d.loop, AIO_DEPTH, IO_THREADS);
-  if (d.ioq == NULL || export_registry_init (d.ioq) == -1
+  if (d.ioq == NULL || export_registry_init (d.ioq, d.cfg.state_dir) == -1
       || server_init (d.loop, &limits) == -1)
     return -1;
   d.sigsrc = loop_add_fd (d.loop, d.sigfd, EPOLLIN, on_signal, NULL);

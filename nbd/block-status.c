@@ -3,14 +3,19 @@
  * SET_META_CONTEXT) and BLOCK_STATUS replies.
  *
  * Contexts served:
- *   base:allocation  holes and zeroes, from the image (NBD spec).
- * Queries: with LIST, no query or a bare namespace ("base:") lists what
- * exists in it; SET selects exact names only.  Unknown namespaces are
+ *   base:allocation           holes and zeroes, from the image (NBD spec)
+ *   qemu:dirty-bitmap:EXPORT  the export's live dirty bitmap, bit 0 =
+ *                             dirty (QEMU's definition), so QEMU-based
+ *                             backup tools can read it
+ * Queries: with LIST, no query lists everything, and a query ending in
+ * a colon ("base:", "qemu:", "qemu:dirty-bitmap:") lists what it
+ * prefixes; SET selects exact names only.  Unknown namespaces are
  * ignored, as the spec requires.
  */
 #include <config.h>
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,16 +24,19 @@
 
 #define MAX_DESCRIPTORS (1u << 16)
 
-struct context {
-  const char *name;
-  uint32_t bit;
-  uint32_t id;
-};
+enum { CTX_BASE, CTX_DIRTY, NR_CONTEXTS };
 
-static const struct context contexts[] = {
-  { "base:allocation", META_BASE_ALLOCATION, 1 },
-};
-#define NR_CONTEXTS (sizeof contexts / sizeof contexts[0])
+static const uint32_t ctx_bit[NR_CONTEXTS] = { META_BASE_ALLOCATION, META_DIRTY_BITMAP };
+static const uint32_t ctx_id[NR_CONTEXTS] = { 1, 2 };
+
+static void
+ctx_name (int k, const char *export, char *buf, size_t len)
+{
+  if (k == CTX_BASE)
+    snprintf (buf, len, "base:allocation");
+  else
+    snprintf (buf, len, "qemu:dirty-bitmap:%s", export);
+}
 
 static void
 context_reply (struct conn *c, uint32_t option, uint32_t id, const char *name)
@@ -54,18 +62,17 @@ context_reply (struct conn *c, uint32_t option, uint32_t id, const char *name)
   conn_queue (c, m);
 }
 
-/* Does query Q (LEN bytes) pick context X? */
+/* Does query Q (LEN bytes) pick the context called NAME?  Exactly, or
+ * (LIST only) as a prefix ending in a colon. */
 static bool
-matches (const struct context *x, const uint8_t *q, uint32_t len, bool list)
+matches (const char *name, const uint8_t *q, uint32_t len, bool list)
 {
-  size_t n = strlen (x->name);
-  const char *colon = strchr (x->name, ':');
+  size_t n = strlen (name);
 
-  if (len == n && memcmp (q, x->name, n) == 0)
+  if (len == n && memcmp (q, name, n) == 0)
     return true;
-  /* "base:" lists the whole namespace (LIST only). */
-  return list && len == (size_t) (colon - x->name + 1)
-    && memcmp (q, x->name, len) == 0;
+  return list && len > 0 && len < n && q[len - 1] == ':'
+    && memcmp (q, name, len) == 0;
 }
 
 /* Checks the query list is well-formed: NQ strings filling LEN bytes. */
@@ -91,6 +98,8 @@ block_status_list_contexts (struct conn *c, uint32_t option, const char *export,
                             const uint8_t *q, uint32_t nq, uint32_t len)
 {
   bool list = option == NBD_OPT_LIST_META_CONTEXT;
+  struct export *e = export_lookup_for_client (export);
+  char names[NR_CONTEXTS][NBD_MAX_STRING + 32];
   uint32_t picked = 0;
 
   if (!list) {
@@ -99,27 +108,31 @@ block_status_list_contexts (struct conn *c, uint32_t option, const char *export,
     free (c->meta_export);
     c->meta_export = NULL;
   }
-  if (check_queries (q, nq, len) == -1)
+  if (e == NULL || check_queries (q, nq, len) == -1)
     return -1;
+  for (int k = 0; k < NR_CONTEXTS; k++)
+    ctx_name (k, e->spec.name, names[k], sizeof names[k]);
   if (list && nq == 0)
-    picked = META_BASE_ALLOCATION;
+    picked = META_BASE_ALLOCATION | META_DIRTY_BITMAP;
+  if (e->bitmap == NULL)
+    picked &= ~META_DIRTY_BITMAP;   /* bitmap=false: nothing to offer */
   for (uint32_t i = 0, off = 0; i < nq; i++) {
     uint32_t ql = get32 (q + off);
-    for (size_t k = 0; k < NR_CONTEXTS; k++)
-      if (matches (&contexts[k], q + off + 4, ql, list))
-        picked |= contexts[k].bit;
+    for (int k = 0; k < NR_CONTEXTS; k++)
+      if (matches (names[k], q + off + 4, ql, list)
+          && (k != CTX_DIRTY || e->bitmap))
+        picked |= ctx_bit[k];
     off += 4 + ql;
   }
-  for (size_t k = 0; k < NR_CONTEXTS; k++)
-    if (picked & contexts[k].bit)
-      context_reply (c, option, contexts[k].id, contexts[k].name);
+  for (int k = 0; k < NR_CONTEXTS; k++)
+    if (picked & ctx_bit[k])
+      context_reply (c, option, ctx_id[k], names[k]);
   if (!list) {
     c->meta = picked;
+    /* The name the client will GO to, which may be "" (the default). */
     c->meta_export = strdup (export);
     if (c->meta_export == NULL)
       c->meta = 0;
-    for (size_t k = 0; k < NR_CONTEXTS; k++)
-      c->meta_ids[k] = contexts[k].id;
   }
   return 0;
 }
@@ -183,18 +196,43 @@ extents_done (struct image_io *io, int err)
     if (err)
       transmission_error_reply (c, req, req->cookie, err);
     else
-      send_chunk (c, req, contexts[0].id, &req->extents, true);
+      send_chunk (c, req, ctx_id[CTX_BASE], &req->extents, true);
   }
   conn_request_put (req);
+}
+
+/* The dirty bitmap is in memory: its chunk goes out at once. */
+static int
+dirty_chunk (struct conn *c, struct request *req, bool done)
+{
+  struct image_extents e = {
+    .max = (req->flags & NBD_CMD_FLAG_REQ_ONE) ? 1 : MAX_DESCRIPTORS,
+  };
+  int r = export_dirty_extents (c->exp, req->offset, req->count, &e);
+
+  if (r == 0)
+    send_chunk (c, req, ctx_id[CTX_DIRTY], &e, done);
+  image_extents_free (&e);
+  return r;
 }
 
 void
 block_status_start (struct request *req)
 {
   struct conn *c = req->conn;
-  struct image_io *io = &req->io;
+  struct image_io *io = &req->xio.io;
+  bool base = c->meta & META_BASE_ALLOCATION;
 
-  memset (io, 0, sizeof *io);
+  if ((c->meta & META_DIRTY_BITMAP) && dirty_chunk (c, req, !base) == -1) {
+    transmission_error_reply (c, req, req->cookie, ENOMEM);
+    conn_request_put (req);
+    return;
+  }
+  if (!base) {
+    conn_request_put (req);
+    return;
+  }
+  memset (&req->xio, 0, sizeof req->xio);
   io->cmd = IMAGE_EXTENTS;
   io->offset = req->offset;
   io->count = req->count;
@@ -202,5 +240,5 @@ block_status_start (struct request *req)
   io->extents = &req->extents;
   io->done = extents_done;
   io->opaque = req;
-  export_submit (c->exp, io);
+  export_submit (c->exp, &req->xio);
 }

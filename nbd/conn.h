@@ -84,7 +84,7 @@ struct request {
   unsigned refs;                /* the image I/O and each queued message */
   uint32_t meta_pending;        /* BLOCK_STATUS contexts still to answer */
   int err;                      /* first error, for BLOCK_STATUS */
-  struct image_io io;
+  struct export_io xio;
   struct image_extents extents;
 };
 
@@ -123,7 +123,6 @@ struct conn {
   bool structured;
   char *meta_export;            /* export the contexts were set for */
   uint32_t meta;                /* META_* bits */
-  uint32_t meta_ids[3];         /* context id per META_* bit */
   uint64_t handshake_deadline_ns;
 
   /* Transmission. */

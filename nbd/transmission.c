@@ -213,13 +213,13 @@ request_done (struct image_io *io, int err)
 static void
 submit (struct conn *c, struct request *req)
 {
-  struct image_io *io = &req->io;
+  struct image_io *io = &req->xio.io;
 
   if (req->type == NBD_CMD_BLOCK_STATUS) {
     block_status_start (req);
     return;
   }
-  memset (io, 0, sizeof *io);
+  memset (&req->xio, 0, sizeof req->xio);
   io->offset = req->offset;
   io->count = req->count;
   io->buf = req->buf;
@@ -259,7 +259,7 @@ submit (struct conn *c, struct request *req)
     io->flags = 0;
     break;
   }
-  export_submit (c->exp, io);
+  export_submit (c->exp, &req->xio);
 }
 
 void

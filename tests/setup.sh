@@ -12,7 +12,7 @@ PACKAGES=(
   build-essential autoconf automake libtool pkg-config
   libnbd-dev libaio-dev zlib1g-dev libcmocka-dev libjson-c-dev
   libgnutls28-dev libinih-dev
-  qemu-utils nbdkit libnbd-bin python3-libnbd fio util-linux procps
+  qemu-utils nbdkit libnbd-bin python3-libnbd fio util-linux procps strace
 )
 
 srcdir=$(cd "$(dirname "$0")/.." && pwd)

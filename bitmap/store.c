@@ -1,0 +1,677 @@
+/* SPDX-License-Identifier: MIT */
+/* The persistent write-intent bitmap (store.h has the design).
+ *
+ * Flush bookkeeping.  Every data block has the sequence number of the
+ * flush that makes its current content durable (block_seq).  Flushes
+ * run one at a time; the next one gets next_seq, and durable_seq is the
+ * last that completed.  A write whose granules lie in blocks all with
+ * block_seq <= durable_seq may go; otherwise it waits for the largest
+ * block_seq of its blocks.  A block changed while a flush is writing it
+ * gets the next sequence number and is written again.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "bitmap/format.h"
+#include "bitmap/store.h"
+#include "common/error.h"
+#include "common/log.h"
+
+#define CLEAR_DELAY_MS 1000
+
+struct bitmap_store {
+  char *path;
+  char *image_path;
+  int fd;
+  struct ioq *ioq;
+  uint64_t size;
+  uint32_t granularity;
+  uint64_t nr_bits;
+  uint32_t nr_blocks;
+  bool strict;
+
+  struct dirty_bitmap *live;
+  struct hbitmap *ondisk;       /* on disk, or being written */
+  struct hbitmap *scratch;      /* for lazy clears */
+  uint8_t *block_dirty;         /* must be written */
+  uint64_t *block_seq;
+  uint64_t next_seq, durable_seq;
+  bool flushing;
+  struct loop_deferred flush_later;
+  bool flush_queued;
+  struct list waiting;
+  struct list inflight;
+  bool clears_pending;
+  bool closing;                 /* close() came during a flush */
+  bool rewrite;                 /* the file's blocks need rewriting */
+  struct loop_source *clear_timer;
+  uint64_t flushes, blocks_written;
+
+  /* The flush being written. */
+  struct ioq_op op;
+  struct bitmap_block_disk *fbuf;
+  uint32_t *fblocks;
+  uint32_t fnr;
+  uint64_t fseq;
+
+  /* Header state. */
+  uint64_t hdr_seq;
+  struct bitmap_header_disk hdr;
+};
+
+static uint64_t
+block_offset (uint32_t block)
+{
+  return (uint64_t) (BITMAP_HEADER_SLOTS + block) * BITMAP_BLOCK;
+}
+
+static uint32_t
+crc_of (const void *block)
+{
+  return (uint32_t) crc32 (0, block, BITMAP_BLOCK - 4);
+}
+
+/* ---- Blocks ---- */
+
+static void
+encode_block (const struct hbitmap *hb, uint32_t b, struct bitmap_block_disk *out)
+{
+  uint64_t first = (uint64_t) b * BITMAP_WORDS_PER_BLOCK;
+  uint64_t words = hbitmap_word_count (hb);
+  uint64_t n = words - first < BITMAP_WORDS_PER_BLOCK
+    ? words - first : BITMAP_WORDS_PER_BLOCK;
+
+  memset (out, 0, sizeof *out);
+  hbitmap_serialize (hb, first, n, out->words_le);
+  out->index = be32_put (b);
+  out->crc = be32_put (crc_of (out));
+}
+
+static bool
+block_is_zero (const struct bitmap_block_disk *blk)
+{
+  const uint8_t *p = (const uint8_t *) blk;
+
+  for (size_t i = 0; i < sizeof *blk; i++)
+    if (p[i])
+      return false;
+  return true;
+}
+
+/* Loads block B into ONDISK.  Returns 0, or 1 if it was corrupt (its
+ * range is then marked dirty). */
+static int
+decode_block (struct bitmap_store *s, uint32_t b, const struct bitmap_block_disk *blk)
+{
+  uint64_t first = (uint64_t) b * BITMAP_WORDS_PER_BLOCK;
+  uint64_t words = hbitmap_word_count (s->ondisk);
+  uint64_t n = words - first < BITMAP_WORDS_PER_BLOCK
+    ? words - first : BITMAP_WORDS_PER_BLOCK;
+
+  if (block_is_zero (blk))
+    return 0;
+  if (be32_get (blk->crc) != crc_of (blk) || be32_get (blk->index) != b) {
+    uint64_t bit = (uint64_t) b * BITMAP_BITS_PER_BLOCK;
+    uint64_t cnt = s->nr_bits - bit < BITMAP_BITS_PER_BLOCK
+      ? s->nr_bits - bit : BITMAP_BITS_PER_BLOCK;
+    hbitmap_set (s->ondisk, bit, cnt);
+    return 1;
+  }
+  hbitmap_deserialize_words (s->ondisk, first, n, blk->words_le);
+  return 0;
+}
+
+/* ---- Header ---- */
+
+static int
+write_header (struct bitmap_store *s, bool clean)
+{
+  struct bitmap_header_disk *h = &s->hdr;
+  size_t plen = strlen (s->image_path);
+
+  if (plen > BITMAP_PATH_MAX)
+    plen = BITMAP_PATH_MAX;
+  s->hdr_seq++;
+  memcpy (h->magic, BITMAP_MAGIC, 8);
+  h->version = be32_put (BITMAP_VERSION);
+  h->header_size = be32_put (BITMAP_BLOCK);
+  h->sequence = be64_put (s->hdr_seq);
+  h->image_size = be64_put (s->size);
+  h->granularity = be32_put (s->granularity);
+  h->flags = be32_put (clean ? BITMAP_FLAG_CLEAN : 0);
+  h->nr_bits = be64_put (s->nr_bits);
+  h->nr_blocks = be32_put (s->nr_blocks);
+  h->words_per_block = be32_put (BITMAP_WORDS_PER_BLOCK);
+  h->path_len = be32_put ((uint32_t) plen);
+  memset (h->path, 0, sizeof h->path);
+  memcpy (h->path, s->image_path, plen);
+  h->crc = be32_put (crc_of (h));
+  /* Alternate slots: a torn write leaves the previous header. */
+  if (pwrite (s->fd, h, sizeof *h, (off_t) ((s->hdr_seq % 2) * BITMAP_BLOCK))
+      != (ssize_t) sizeof *h)
+    return error_set (errno ? errno : EIO, "%s: writing the header", s->path);
+  if (fdatasync (s->fd) == -1)
+    return error_set (errno, "%s: fdatasync", s->path);
+  return 0;
+}
+
+static bool
+header_valid (const struct bitmap_header_disk *h)
+{
+  return memcmp (h->magic, BITMAP_MAGIC, 8) == 0
+    && be32_get (h->version) == BITMAP_VERSION
+    && be32_get (h->crc) == crc_of (h);
+}
+
+/* Reads the newer valid header slot into S->hdr.  Returns 0, or 1 if
+ * neither slot is valid. */
+static int
+read_header (struct bitmap_store *s)
+{
+  struct bitmap_header_disk h[BITMAP_HEADER_SLOTS];
+  int best = -1;
+
+  for (unsigned i = 0; i < BITMAP_HEADER_SLOTS; i++) {
+    if (pread (s->fd, &h[i], sizeof h[i], (off_t) (i * BITMAP_BLOCK))
+        != (ssize_t) sizeof h[i] || !header_valid (&h[i]))
+      continue;
+    if (best < 0 || be64_get (h[i].sequence) > be64_get (h[best].sequence))
+      best = (int) i;
+  }
+  if (best < 0)
+    return 1;
+  s->hdr = h[best];
+  s->hdr_seq = be64_get (h[best].sequence);
+  return 0;
+}
+
+/* ---- Opening ---- */
+
+/* Something is wrong with the file: never a clean bitmap. */
+static int
+distrust (struct bitmap_store *s, const char *why)
+{
+  if (s->strict)
+    return error_set (EINVAL, "%s: %s (strict mode: refusing it)", s->path, why);
+  log_err ("%s: %s: marking the whole disk dirty", s->path, why);
+  hbitmap_set (s->ondisk, 0, s->nr_bits);
+  s->rewrite = true;
+  return 0;
+}
+
+static bool
+geometry_matches (const struct bitmap_store *s)
+{
+  const struct bitmap_header_disk *h = &s->hdr;
+
+  return be64_get (h->image_size) == s->size
+    && be32_get (h->granularity) == s->granularity
+    && be64_get (h->nr_bits) == s->nr_bits
+    && be32_get (h->nr_blocks) == s->nr_blocks
+    && be32_get (h->words_per_block) == BITMAP_WORDS_PER_BLOCK;
+}
+
+static int
+load_blocks (struct bitmap_store *s)
+{
+  struct bitmap_block_disk blk;
+  uint32_t bad = 0;
+
+  for (uint32_t b = 0; b < s->nr_blocks; b++) {
+    ssize_t r = pread (s->fd, &blk, sizeof blk, (off_t) block_offset (b));
+    if (r == -1)
+      return error_set (errno, "%s: reading block %u", s->path, b);
+    if (r < (ssize_t) sizeof blk)
+      memset ((uint8_t *) &blk + r, 0, sizeof blk - (size_t) r);
+    bad += (uint32_t) decode_block (s, b, &blk);
+  }
+  if (bad && s->strict)
+    return error_set (EINVAL, "%s: %u corrupt block%s (strict mode: refusing it)",
+                      s->path, bad, bad == 1 ? "" : "s");
+  if (bad) {
+    log_err ("%s: %u corrupt block%s: marking their ranges dirty", s->path,
+             bad, bad == 1 ? "" : "s");
+    s->rewrite = true;
+  }
+  return 0;
+}
+
+/* Reads an existing file into ONDISK. */
+static int
+load (struct bitmap_store *s)
+{
+  if (read_header (s) == 1)
+    return distrust (s, "no valid header (corrupt or not a mirrord bitmap)");
+  if (!geometry_matches (s)) {
+    char why[256];
+    snprintf (why, sizeof why, "made for %llu bytes at granularity %u, "
+              "not %llu at %u", (unsigned long long) be64_get (s->hdr.image_size),
+              be32_get (s->hdr.granularity), (unsigned long long) s->size,
+              s->granularity);
+    return distrust (s, why);
+  }
+  if (load_blocks (s) == -1)
+    return -1;
+  if (!(be32_get (s->hdr.flags) & BITMAP_FLAG_CLEAN))
+    log_info ("%s: not closed cleanly: %llu bytes marked (a superset of what "
+              "changed)", s->path,
+              (unsigned long long) (hbitmap_count (s->ondisk) * s->granularity));
+  return 0;
+}
+
+/* Writes every block of ONDISK (after distrust() or a resize). */
+static int
+write_all_blocks (struct bitmap_store *s)
+{
+  struct bitmap_block_disk blk;
+
+  for (uint32_t b = 0; b < s->nr_blocks; b++) {
+    encode_block (s->ondisk, b, &blk);
+    if (pwrite (s->fd, &blk, sizeof blk, (off_t) block_offset (b)) != (ssize_t) sizeof blk)
+      return error_set (errno ? errno : EIO, "%s: writing block %u", s->path, b);
+  }
+  return 0;
+}
+
+static int
+alloc_state (struct bitmap_store *s)
+{
+  s->live = dirty_bitmap_new (s->size, s->granularity);
+  if (s->live == NULL)
+    return -1;
+  s->nr_bits = hbitmap_size (dirty_bitmap_bits (s->live));
+  s->nr_blocks = (uint32_t) ((s->nr_bits + BITMAP_BITS_PER_BLOCK - 1) / BITMAP_BITS_PER_BLOCK);
+  if (s->nr_blocks == 0)
+    s->nr_blocks = 1;
+  s->ondisk = hbitmap_new (s->nr_bits);
+  s->scratch = hbitmap_new (s->nr_bits);
+  s->block_dirty = calloc (s->nr_blocks, 1);
+  s->block_seq = calloc (s->nr_blocks, sizeof *s->block_seq);
+  if (!s->ondisk || !s->scratch || !s->block_dirty || !s->block_seq)
+    return error_set (ENOMEM, "%s: allocating the bitmap", s->path);
+  s->next_seq = 1;
+  return 0;
+}
+
+static void flush_clears (void *opaque);
+
+static void
+store_free (struct bitmap_store *s)
+{
+  if (s->fd >= 0)
+    close (s->fd);
+  loop_source_remove (s->clear_timer);
+  dirty_bitmap_free (s->live);
+  hbitmap_free (s->ondisk);
+  hbitmap_free (s->scratch);
+  free (s->block_dirty);
+  free (s->block_seq);
+  free (s->path);
+  free (s->image_path);
+  free (s);
+}
+
+static int
+open_file (struct bitmap_store *s, bool *created)
+{
+  s->fd = open (s->path, O_RDWR | O_CLOEXEC);
+  *created = false;
+  if (s->fd == -1 && errno == ENOENT) {
+    s->fd = open (s->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    *created = true;
+  }
+  if (s->fd == -1)
+    return error_set (errno, "%s", s->path);
+  if (ftruncate (s->fd, (off_t) block_offset (s->nr_blocks)) == -1)
+    return error_set (errno, "%s: ftruncate", s->path);
+  return 0;
+}
+
+struct bitmap_store *
+bitmap_store_open (const struct bitmap_store_opts *o, struct ioq *ioq)
+{
+  struct bitmap_store *s = calloc (1, sizeof *s);
+  bool created;
+
+  if (s == NULL) {
+    error_set (ENOMEM, "allocating a bitmap store");
+    return NULL;
+  }
+  s->fd = -1;
+  s->ioq = ioq;
+  s->size = o->size;
+  s->granularity = o->granularity;
+  s->strict = o->strict;
+  list_init (&s->waiting);
+  list_init (&s->inflight);
+  s->path = strdup (o->path);
+  s->image_path = strdup (o->image_path ? o->image_path : "");
+  if (!s->path || !s->image_path || alloc_state (s) == -1
+      || open_file (s, &created) == -1)
+    goto err;
+  if (!created && load (s) == -1)
+    goto err;
+  /* From now on the file may hold more than the live bitmap: clear
+   * the clean flag before any write is accepted.  (A new file is sparse:
+   * its zero blocks are valid and empty.) */
+  if ((s->rewrite && write_all_blocks (s) == -1) || write_header (s, false) == -1)
+    goto err;
+  hbitmap_copy (dirty_bitmap_bits (s->live), s->ondisk);
+  s->clear_timer = loop_add_timer (ioq_loop (ioq), CLEAR_DELAY_MS,
+                                   CLEAR_DELAY_MS, flush_clears, s);
+  if (s->clear_timer == NULL)
+    goto err;
+  return s;
+
+ err:
+  store_free (s);
+  return NULL;
+}
+
+/* ---- Accessors ---- */
+
+struct dirty_bitmap *
+bitmap_store_live (struct bitmap_store *s)
+{
+  return s->live;
+}
+
+uint64_t
+bitmap_store_dirty_bytes (const struct bitmap_store *s)
+{
+  return dirty_bitmap_dirty_bytes (s->live);
+}
+
+uint64_t
+bitmap_store_flushes (const struct bitmap_store *s)
+{
+  return s->flushes;
+}
+
+uint64_t
+bitmap_store_blocks_written (const struct bitmap_store *s)
+{
+  return s->blocks_written;
+}
+
+/* ---- Flushing ---- */
+
+static void flush_start (void *opaque);
+
+static void
+queue_flush (struct bitmap_store *s)
+{
+  if (s->flushing || s->flush_queued)
+    return;
+  /* Deferred to the end of the loop iteration: every mark made until
+   * then shares this flush. */
+  s->flush_queued = true;
+  memset (&s->flush_later, 0, sizeof s->flush_later);
+  loop_defer (ioq_loop (s->ioq), &s->flush_later, flush_start, s);
+}
+
+/* Marks block B as needing the next flush. */
+static void
+dirty_block (struct bitmap_store *s, uint32_t b)
+{
+  s->block_dirty[b] = 1;
+  s->block_seq[b] = s->next_seq;
+}
+
+static ssize_t
+flush_work (struct ioq_op *op)
+{
+  struct bitmap_store *s = op->opaque;
+
+  for (uint32_t i = 0; i < s->fnr; i++) {
+    if (pwrite (s->fd, &s->fbuf[i], BITMAP_BLOCK,
+                (off_t) block_offset (s->fblocks[i])) != BITMAP_BLOCK)
+      return errno ? -errno : -EIO;
+  }
+  return fdatasync (s->fd) == -1 ? -errno : 0;
+}
+
+static void
+wake_waiters (struct bitmap_store *s, int err)
+{
+  struct list *pos, *tmp;
+
+  list_for_each_safe (pos, tmp, &s->waiting) {
+    struct bitmap_intent *in = list_entry (pos, struct bitmap_intent, wait_node);
+    if (err == 0 && in->wait_seq > s->durable_seq)
+      continue;
+    list_del (&in->wait_node);
+    in->waiting = false;
+    in->ready (in, err);
+  }
+}
+
+static int finish_close (struct bitmap_store *s);
+
+static void
+flush_done (struct ioq_op *op, ssize_t res)
+{
+  struct bitmap_store *s = op->opaque;
+
+  s->flushing = false;
+  if (s->closing) {
+    free (s->fbuf);
+    free (s->fblocks);
+    if (finish_close (s) == -1)
+      log_err ("%s", error_get ());
+    return;
+  }
+  if (res < 0) {
+    /* Nothing waiting on this flush may be acknowledged.  Its blocks
+     * are written again by the next flush. */
+    log_err ("%s: recording dirty regions failed: %s", s->path,
+             strerror ((int) -res));
+    for (uint32_t i = 0; i < s->fnr; i++)
+      dirty_block (s, s->fblocks[i]);
+    free (s->fbuf);
+    free (s->fblocks);
+    wake_waiters (s, (int) -res == ENOSPC ? ENOSPC : EIO);
+    return;
+  }
+  s->flushes++;
+  s->blocks_written += s->fnr;
+  s->durable_seq = s->fseq;
+  free (s->fbuf);
+  free (s->fblocks);
+  wake_waiters (s, 0);
+  for (uint32_t b = 0; b < s->nr_blocks; b++)
+    if (s->block_dirty[b]) {
+      queue_flush (s);
+      break;
+    }
+}
+
+static void
+flush_start (void *opaque)
+{
+  struct bitmap_store *s = opaque;
+  uint32_t n = 0;
+
+  s->flush_queued = false;
+  if (s->flushing)
+    return;
+  for (uint32_t b = 0; b < s->nr_blocks; b++)
+    n += s->block_dirty[b];
+  if (n == 0)
+    return;
+  s->fbuf = malloc ((size_t) n * sizeof *s->fbuf);
+  s->fblocks = malloc ((size_t) n * sizeof *s->fblocks);
+  if (s->fbuf == NULL || s->fblocks == NULL) {
+    free (s->fbuf);
+    free (s->fblocks);
+    wake_waiters (s, ENOMEM);
+    return;
+  }
+  s->fnr = 0;
+  for (uint32_t b = 0; b < s->nr_blocks; b++) {
+    if (!s->block_dirty[b])
+      continue;
+    s->block_dirty[b] = 0;
+    encode_block (s->ondisk, b, &s->fbuf[s->fnr]);
+    s->fblocks[s->fnr++] = b;
+  }
+  s->fseq = s->next_seq++;
+  s->flushing = true;
+  s->op.opaque = s;
+  s->op.done = flush_done;
+  ioq_work (s->ioq, &s->op, flush_work);
+}
+
+/* ---- Writes ---- */
+
+static void
+granules (const struct bitmap_store *s, uint64_t offset, uint64_t length,
+          uint64_t *first, uint64_t *count)
+{
+  uint64_t last = (offset + length - 1) / s->granularity;
+
+  *first = offset / s->granularity;
+  *count = last - *first + 1;
+}
+
+int
+bitmap_store_begin_write (struct bitmap_store *s, struct bitmap_intent *in,
+                          uint64_t offset, uint64_t length)
+{
+  uint64_t need = 0, bit, end;
+
+  granules (s, offset, length ? length : 1, &in->first, &in->count);
+  list_add_tail (&s->inflight, &in->node);
+  in->waiting = false;
+  /* Per data block: set the bits; a block that changed joins the next
+   * flush.  The write waits for the newest flush of its blocks. */
+  for (bit = in->first, end = in->first + in->count; bit < end; ) {
+    uint32_t b = (uint32_t) (bit / BITMAP_BITS_PER_BLOCK);
+    uint64_t block_end = ((uint64_t) b + 1) * BITMAP_BITS_PER_BLOCK;
+    uint64_t n = (end < block_end ? end : block_end) - bit;
+    if (hbitmap_set (s->ondisk, bit, n) > 0)
+      dirty_block (s, b);
+    if (s->block_seq[b] > need)
+      need = s->block_seq[b];
+    bit += n;
+  }
+  if (need <= s->durable_seq)
+    return 1;
+  in->wait_seq = need;
+  in->waiting = true;
+  list_add_tail (&s->waiting, &in->wait_node);
+  queue_flush (s);
+  return 0;
+}
+
+void
+bitmap_store_end_write (struct bitmap_store *s, struct bitmap_intent *in)
+{
+  uint64_t g = s->granularity;
+
+  if (in->waiting) {
+    list_del (&in->wait_node);
+    in->waiting = false;
+  }
+  list_del (&in->node);
+  /* Whole granules, clipped to the image. */
+  uint64_t start = in->first * g, len = in->count * g;
+  if (start + len > s->size)
+    len = s->size - start;
+  dirty_bitmap_mark (s->live, start, len);
+}
+
+/* ---- Lazy clearing ---- */
+
+void
+bitmap_store_clear (struct bitmap_store *s, uint64_t offset, uint64_t length)
+{
+  if (offset >= s->size)
+    return;
+  if (length == 0 || length > s->size - offset)
+    length = s->size - offset;
+  dirty_bitmap_clear (s->live, offset, length);
+  s->clears_pending = true;
+}
+
+/* What the file must hold: the live bits, the successor's, and every
+ * write in flight.  Blocks holding more are rewritten. */
+static void
+flush_clears (void *opaque)
+{
+  struct bitmap_store *s = opaque;
+  struct bitmap_block_disk a, b;
+  struct hbitmap *succ;
+  struct list *pos, *tmp;
+  bool changed = false;
+
+  if (!s->clears_pending || s->flushing)
+    return;
+  s->clears_pending = false;
+  hbitmap_copy (s->scratch, dirty_bitmap_bits (s->live));
+  succ = dirty_bitmap_successor_bits (s->live);
+  if (succ)
+    hbitmap_merge (s->scratch, succ);
+  list_for_each_safe (pos, tmp, &s->inflight) {
+    struct bitmap_intent *in = list_entry (pos, struct bitmap_intent, node);
+    hbitmap_set (s->scratch, in->first, in->count);
+  }
+  for (uint32_t blk = 0; blk < s->nr_blocks; blk++) {
+    encode_block (s->scratch, blk, &a);
+    encode_block (s->ondisk, blk, &b);
+    if (memcmp (&a, &b, sizeof a) == 0)
+      continue;
+    hbitmap_deserialize_words (s->ondisk, (uint64_t) blk * BITMAP_WORDS_PER_BLOCK,
+                               hbitmap_word_count (s->ondisk)
+                               - (uint64_t) blk * BITMAP_WORDS_PER_BLOCK
+                               < BITMAP_WORDS_PER_BLOCK
+                               ? hbitmap_word_count (s->ondisk)
+                                 - (uint64_t) blk * BITMAP_WORDS_PER_BLOCK
+                               : BITMAP_WORDS_PER_BLOCK, a.words_le);
+    dirty_block (s, blk);
+    changed = true;
+  }
+  if (changed)
+    queue_flush (s);
+}
+
+/* ---- Closing ---- */
+
+/* The exact bitmap, then the clean flag. */
+static int
+finish_close (struct bitmap_store *s)
+{
+  struct hbitmap *succ;
+  int r = 0;
+
+  hbitmap_copy (s->ondisk, dirty_bitmap_bits (s->live));
+  succ = dirty_bitmap_successor_bits (s->live);
+  if (succ)
+    hbitmap_merge (s->ondisk, succ);
+  if (write_all_blocks (s) == -1 || write_header (s, true) == -1)
+    r = -1;
+  store_free (s);
+  return r;
+}
+
+int
+bitmap_store_close (struct bitmap_store *s)
+{
+  if (s == NULL)
+    return 0;
+  loop_source_remove (s->clear_timer);
+  s->clear_timer = NULL;
+  if (s->flushing) {
+    /* A flush owns S until it completes; it finishes the close. */
+    s->closing = true;
+    return 0;
+  }
+  return finish_close (s);
+}

@@ -1,0 +1,97 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef MIRRORD_BITMAP_STORE_H
+#define MIRRORD_BITMAP_STORE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "bitmap/dirty-bitmap.h"
+#include "common/ioq.h"
+#include "common/list.h"
+
+/* A persistent, write-intent dirty bitmap: one per export, in a file in
+ * the state directory (format in bitmap/format.h).
+ *
+ * Two bitmaps are kept.  The live bitmap (dirty-bitmap.h) says which
+ * granules may differ from their copy; writes mark it when they
+ * complete, and the mirror (or an admin) clears it.  The on-disk
+ * bitmap is what the file holds (or is being written): always a
+ * superset of the live bitmap and of every write in flight.
+ *
+ * Write intent, as DRBD's activity log does it.  Before a write is
+ * submitted, begin_write() makes sure its granules are set on disk.
+ * If they already are, it costs nothing.  Otherwise the bits are set
+ * in the on-disk copy and the block holding them joins the next
+ * metadata flush; all marks made during one loop iteration share one
+ * flush (pwrite of the changed blocks, one fdatasync on a worker
+ * thread), and the writes waiting on it are released together.  So a
+ * crash at any moment leaves every region that may have been written
+ * marked in the file, and only those: the resync never copies the
+ * whole disk.
+ *
+ * Clearing is lazy: the live bitmap is cleared at once, the file a
+ * second later in one batch, and never below the writes in flight.
+ * close() stores the exact bitmap and marks the file clean.
+ *
+ * A file that is corrupt or made for another image size or granularity
+ * never yields a clean bitmap: the whole disk is marked dirty (or, in
+ * strict mode, open fails).  A data block whose checksum fails marks its
+ * own range dirty.  All of this is logged.
+ *
+ * Loop thread only.
+ */
+
+struct bitmap_store;
+
+struct bitmap_intent {
+  /* Set by begin_write(); READY is the caller's. */
+  void (*ready) (struct bitmap_intent *in, int err);
+  void *opaque;
+  /* Private. */
+  struct list node;             /* the store's in-flight list */
+  struct list wait_node;        /* the store's waiting list */
+  uint64_t first, count;        /* granules */
+  uint64_t wait_seq;
+  bool waiting;
+};
+
+struct bitmap_store_opts {
+  const char *path;             /* the bitmap file */
+  const char *image_path;       /* recorded in the header, for humans */
+  uint64_t size;                /* image size in bytes */
+  uint32_t granularity;
+  bool strict;                  /* refuse a bad file instead of all-dirty */
+};
+
+/* Opens PATH, creating it if missing.  NULL with error_set() on I/O
+ * errors, or in strict mode on a corrupt or mismatched file. */
+struct bitmap_store *bitmap_store_open (const struct bitmap_store_opts *o,
+                                        struct ioq *ioq);
+/* Stores the exact bitmap, marks the file clean, frees.  No write may
+ * be in flight.  -1 with error_set() if the file could not be written
+ * (it then still holds a superset). */
+int bitmap_store_close (struct bitmap_store *s);
+
+struct dirty_bitmap *bitmap_store_live (struct bitmap_store *s);
+uint64_t bitmap_store_dirty_bytes (const struct bitmap_store *s);
+/* Metadata flushes done, and how many were needed (statistics). */
+uint64_t bitmap_store_flushes (const struct bitmap_store *s);
+uint64_t bitmap_store_blocks_written (const struct bitmap_store *s);
+
+/* Before a write into [OFFSET, OFFSET+LENGTH): returns 1 if its
+ * granules are already on disk (proceed now), or 0 when IN->ready()
+ * will run from the loop once they are (err 0) or could not be
+ * recorded (err EIO or ENOSPC: the write must fail).  Either way IN is
+ * in flight until end_write(). */
+int bitmap_store_begin_write (struct bitmap_store *s, struct bitmap_intent *in,
+                              uint64_t offset, uint64_t length);
+/* After the write completed, successfully or not: marks the live
+ * bitmap and releases IN. */
+void bitmap_store_end_write (struct bitmap_store *s, struct bitmap_intent *in);
+
+/* The data of the range is safe elsewhere: clear the live bits (the
+ * file follows lazily).  LENGTH 0 means to the end of the image. */
+void bitmap_store_clear (struct bitmap_store *s, uint64_t offset,
+                         uint64_t length);
+
+#endif

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# Write intent under kill -9: a client writes to random granules while
+# mirrord is killed.  After the restart every granule whose write was
+# acknowledged is marked, and nothing outside the granules the client
+# sent writes to (the resync would copy only those, never the disk).
+source "${top_srcdir:-$(dirname "$0")/..}/tests/functions.sh"
+
+G=65536
+truncate -s 1G "$TESTDIR/disk.img"
+EXPORT="vm1=$TESTDIR/disk.img"
+
+for cycle in 1 2 3; do
+  start_mirrord a --export "$EXPORT"
+  $PY - "$(uri a vm1)" "$TESTDIR" $cycle <<'PY' &
+import nbd, random, sys
+uri, d, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
+rnd = random.Random(seed)
+h = nbd.NBD()
+h.connect_uri(uri)
+# Appended across cycles: the bitmap remembers every cycle's writes.
+sent, acked = open(d + "/sent", "a"), open(d + "/acked", "a")
+pending = {}
+try:
+    while True:
+        while h.aio_in_flight() < 16:
+            g = rnd.randrange(16384)               # 1 GiB / 64 KiB
+            off = g * 65536 + rnd.randrange(0, 65536 - 4096, 512)
+            sent.write("%d\n" % g); sent.flush()  # before it can reach mirrord
+            c = h.aio_pwrite(bytes([g & 0xff]) * 4096, off)
+            pending[c] = g
+        h.poll(-1)
+        for c in list(pending):
+            if h.aio_command_completed(c):
+                acked.write("%d\n" % pending.pop(c)); acked.flush()
+except nbd.Error:
+    pass
+PY
+  writer=$!
+  cleanup_fn "kill $writer 2>/dev/null"
+  # Kill once a few hundred writes were acknowledged.
+  poll 30 bash -c "[ \$(wc -l < '$TESTDIR/acked' 2>/dev/null || echo 0) -ge $((200 * cycle)) ]"
+  kill -9 "$(mirrord_pid a)"
+  wait "$writer" || :
+  _mirrord_pid[a]=
+
+  start_mirrord a --export "$EXPORT"
+  nbdinfo --map=qemu:dirty-bitmap:vm1 "$(uri a vm1)" > "$TESTDIR/map"
+  $PY - "$TESTDIR" $G <<'PY'
+import sys
+d, G = sys.argv[1], int(sys.argv[2])
+acked = {int(l) for l in open(d + "/acked")}
+sent = {int(l) for l in open(d + "/sent")}
+dirty = set()
+for line in open(d + "/map"):
+    off, length, flags = line.split()[:3]
+    if flags == "1":
+        dirty.update(range(int(off) // G, (int(off) + int(length)) // G))
+lost = acked - dirty
+extra = dirty - sent
+print("acked %d, sent %d, dirty %d, acked-but-clean %d, dirty-never-written %d"
+      % (len(acked), len(sent), len(dirty), len(lost), len(extra)))
+assert not lost, "acknowledged writes not marked: %s" % sorted(lost)[:10]
+assert not extra, "granules marked that were never written: %s" % sorted(extra)[:10]
+PY
+  grep -q 'not closed cleanly' "$TESTDIR/a.log" || fail "crash not noticed"
+  stop_mirrord a
+done
+exit 0

@@ -1,0 +1,266 @@
+/* SPDX-License-Identifier: MIT */
+/* The persistent store: write intent, persistence round trip, clean and
+ * unclean files, corruption and mismatches. */
+#include <config.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "bitmap/format.h"
+#include "bitmap/store.h"
+#include "common/error.h"
+#include "common/log.h"
+
+#define SIZE (UINT64_C (1) << 30)
+#define G 65536u
+
+static struct loop *loop;
+static struct ioq *ioq;
+static char dir[] = "/tmp/mirrord-test-store-XXXXXX";
+static char path[128];
+
+static int
+setup (void **state)
+{
+  log_init ("test", false, 0);
+  assert_non_null (mkdtemp (dir));
+  snprintf (path, sizeof path, "%s/vm1.bitmap", dir);
+  loop = loop_new ();
+  ioq = ioq_new (loop, 64, 2);
+  assert_non_null (ioq);
+  return 0;
+}
+
+static int
+teardown (void **state)
+{
+  ioq_free (ioq);
+  loop_free (loop);
+  unlink (path);
+  rmdir (dir);
+  return 0;
+}
+
+static struct bitmap_store *
+open_store (uint64_t size, uint32_t gran, bool strict)
+{
+  struct bitmap_store_opts o = {
+    .path = path, .image_path = "/img", .size = size, .granularity = gran,
+    .strict = strict,
+  };
+  return bitmap_store_open (&o, ioq);
+}
+
+static int ready_err = -1;
+
+static void
+on_ready (struct bitmap_intent *in, int err)
+{
+  ready_err = err;
+  loop_stop (loop);
+}
+
+/* A whole write: intent, (wait), done.  Returns begin_write()'s answer. */
+static int
+write_range (struct bitmap_store *s, uint64_t off, uint64_t len)
+{
+  struct bitmap_intent in = { .ready = on_ready };
+  int r = bitmap_store_begin_write (s, &in, off, len);
+
+  if (r == 0) {
+    ready_err = -1;
+    loop_run (loop);
+    assert_int_equal (ready_err, 0);
+  }
+  bitmap_store_end_write (s, &in);
+  return r;
+}
+
+static void
+test_intent_and_round_trip (void **state)
+{
+  struct bitmap_store *s;
+
+  unlink (path);
+  s = open_store (SIZE, G, false);
+  assert_non_null (s);
+  assert_int_equal (bitmap_store_dirty_bytes (s), 0);
+  /* A new region waits for a flush; a marked one does not. */
+  assert_int_equal (write_range (s, 0, 4096), 0);
+  assert_int_equal (write_range (s, 100, 200), 1);
+  assert_int_equal (write_range (s, G - 1, 2), 0);          /* crosses into granule 1 */
+  assert_int_equal (write_range (s, SIZE - 1, 1), 0);       /* the last byte */
+  assert_int_equal (bitmap_store_dirty_bytes (s), 3 * G);
+  assert_int_equal (bitmap_store_flushes (s), 3);
+  assert_int_equal (bitmap_store_close (s), 0);
+
+  s = open_store (SIZE, G, false);
+  assert_non_null (s);
+  assert_int_equal (bitmap_store_dirty_bytes (s), 3 * G);
+  assert_true (dirty_bitmap_is_dirty (bitmap_store_live (s), SIZE - 1, 1));
+  assert_false (dirty_bitmap_is_dirty (bitmap_store_live (s), 2 * G, G));
+  /* Cleared and stored. */
+  bitmap_store_clear (s, 0, 2 * G);
+  assert_int_equal (bitmap_store_dirty_bytes (s), G);
+  assert_int_equal (bitmap_store_close (s), 0);
+  s = open_store (SIZE, G, false);
+  assert_int_equal (bitmap_store_dirty_bytes (s), G);
+  assert_int_equal (bitmap_store_close (s), 0);
+}
+
+static void
+corrupt (off_t where)
+{
+  int fd = open (path, O_WRONLY);
+  assert_true (fd >= 0);
+  assert_int_equal (pwrite (fd, "garbage!", 8, where), 8);
+  close (fd);
+}
+
+static void
+test_corrupt_header (void **state)
+{
+  struct bitmap_store *s;
+
+  unlink (path);
+  s = open_store (SIZE, G, false);
+  write_range (s, 5 * G, 1);
+  assert_int_equal (bitmap_store_close (s), 0);
+  /* One slot torn: the other still holds a valid header. */
+  corrupt (0);
+  corrupt (BITMAP_BLOCK);
+  assert_null (open_store (SIZE, G, true));               /* strict refuses */
+  assert_non_null (strstr (error_get (), "strict"));
+  s = open_store (SIZE, G, false);                        /* otherwise: all dirty */
+  assert_non_null (s);
+  assert_int_equal (bitmap_store_dirty_bytes (s), SIZE);
+  assert_int_equal (bitmap_store_close (s), 0);
+}
+
+static void
+test_one_torn_slot (void **state)
+{
+  struct bitmap_store *s;
+
+  unlink (path);
+  s = open_store (SIZE, G, false);
+  write_range (s, 7 * G, 1);
+  assert_int_equal (bitmap_store_close (s), 0);
+  /* The newest slot is lost; the older one (written at open, not
+   * clean) is used: the data blocks still hold the bits. */
+  s = open_store (SIZE, G, false);
+  assert_int_equal (bitmap_store_close (s), 0);
+  corrupt (0);
+  s = open_store (SIZE, G, false);
+  assert_non_null (s);
+  assert_true (dirty_bitmap_is_dirty (bitmap_store_live (s), 7 * G, 1));
+  assert_int_equal (bitmap_store_dirty_bytes (s), G);
+  assert_int_equal (bitmap_store_close (s), 0);
+}
+
+static void
+test_corrupt_block (void **state)
+{
+  struct bitmap_store *s;
+  uint64_t per_block = (uint64_t) BITMAP_BITS_PER_BLOCK * G;
+
+  unlink (path);
+  s = open_store (SIZE * 8, G, false);                    /* 8 GiB: 4 blocks */
+  write_range (s, 3 * per_block + 10, 1);                 /* in block 3 */
+  write_range (s, 0, 1);                                  /* in block 0 */
+  assert_int_equal (bitmap_store_close (s), 0);
+  corrupt (2 * BITMAP_BLOCK + 3 * BITMAP_BLOCK + 16);     /* block 3 */
+  assert_null (open_store (SIZE * 8, G, true));           /* strict refuses */
+  s = open_store (SIZE * 8, G, false);
+  assert_non_null (s);
+  /* Block 3's range is all dirty, block 0 exactly as stored. */
+  assert_true (dirty_bitmap_is_dirty (bitmap_store_live (s), 0, 1));
+  assert_false (dirty_bitmap_is_dirty (bitmap_store_live (s), G, per_block - G));
+  assert_int_equal (bitmap_store_dirty_bytes (s), G + per_block);  /* block 4 is intact */
+  assert_int_equal (bitmap_store_close (s), 0);
+}
+
+static void
+test_mismatch (void **state)
+{
+  struct bitmap_store *s;
+
+  unlink (path);
+  s = open_store (SIZE, G, false);
+  assert_int_equal (bitmap_store_close (s), 0);
+  s = open_store (SIZE, 2 * G, false);                    /* other granularity */
+  assert_int_equal (bitmap_store_dirty_bytes (s), SIZE);
+  assert_int_equal (bitmap_store_close (s), 0);
+  s = open_store (SIZE / 2, 2 * G, false);                /* other size */
+  assert_int_equal (bitmap_store_dirty_bytes (s), SIZE / 2);
+  assert_int_equal (bitmap_store_close (s), 0);
+  assert_null (open_store (SIZE, 2 * G, true));
+}
+
+static void
+stop_loop (void *opaque)
+{
+  loop_stop (loop);
+}
+
+/* Bit BIT of the file's first data block. */
+static bool
+file_bit (unsigned bit)
+{
+  struct bitmap_block_disk blk;
+  int fd = open (path, O_RDONLY);
+
+  assert_true (fd >= 0);
+  assert_int_equal (pread (fd, &blk, sizeof blk, 2 * BITMAP_BLOCK), (ssize_t) sizeof blk);
+  close (fd);
+  return (le64toh (blk.words_le[bit / 64]) >> (bit % 64)) & 1;
+}
+
+static void
+test_lazy_clear_keeps_inflight (void **state)
+{
+  struct bitmap_store *s;
+  struct bitmap_intent in = { .ready = on_ready };
+  struct loop_source *t;
+
+  unlink (path);
+  s = open_store (SIZE, G, false);
+  write_range (s, 0, 1);
+  write_range (s, 2 * G, 1);
+  assert_true (file_bit (0) && file_bit (2));
+  /* A write in flight on granule 0 while 0..3 are cleared: the file
+   * drops granule 2 but keeps 0 until that write is done. */
+  assert_int_equal (bitmap_store_begin_write (s, &in, 0, 1), 1);
+  bitmap_store_clear (s, 0, 4 * G);
+  assert_int_equal (bitmap_store_dirty_bytes (s), 0);
+  t = loop_add_timer (loop, 1500, 0, stop_loop, NULL);   /* past the 1 s lazy delay */
+  loop_run (loop);
+  loop_source_remove (t);
+  assert_true (file_bit (0));
+  assert_false (file_bit (2));
+  bitmap_store_end_write (s, &in);
+  assert_int_equal (bitmap_store_dirty_bytes (s), G);
+  assert_int_equal (bitmap_store_close (s), 0);
+}
+
+int
+main (void)
+{
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test (test_intent_and_round_trip),
+    cmocka_unit_test (test_corrupt_header),
+    cmocka_unit_test (test_one_torn_slot),
+    cmocka_unit_test (test_corrupt_block),
+    cmocka_unit_test (test_mismatch),
+    cmocka_unit_test (test_lazy_clear_keeps_inflight),
+  };
+  return cmocka_run_group_tests (tests, setup, teardown);
+}
