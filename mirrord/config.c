@@ -10,7 +10,7 @@
 #include <ini.h>
 
 #include "common/error.h"
-#include "config.h"
+#include "mirrord/config.h"  /* not autoconf's <config.h> */
 
 #define DEFAULT_NBD_SOCKET "/run/mirrord/nbd.sock"
 #define DEFAULT_CONTROL "/run/mirrord/control.sock"

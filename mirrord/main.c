@@ -23,7 +23,7 @@
 #include "common/ioq.h"
 #include "common/log.h"
 #include "common/loop.h"
-#include "config.h"
+#include "mirrord/config.h"  /* not autoconf's <config.h> */
 #include "control.h"
 #include "daemon.h"
 #include "export.h"
