@@ -43,8 +43,11 @@ error_prefix (const char *fmt, ...)
   memcpy (old, msg, sizeof old);
   /* Truncation is fine: the head of the message matters most. */
   int n = snprintf (msg, sizeof msg, "%s: ", prefix);
-  if (n >= 0 && (size_t) n < sizeof msg)
-    snprintf (msg + n, sizeof msg - (size_t) n, "%s", old);
+  if (n >= 0 && (size_t) n < sizeof msg - 1) {
+    size_t room = sizeof msg - 1 - (size_t) n, len = strnlen (old, room);
+    memcpy (msg + n, old, len);
+    msg[(size_t) n + len] = '\0';
+  }
   errno = saved;
   return -1;
 }
