@@ -11,47 +11,28 @@
 #   bench/run-bench.sh [ROUNDS [RUNTIME_S [SIZE]]]     default 3 10 2G
 #
 # Not a test: run it by hand on a quiet machine, as root (drop_caches).
-set -euo pipefail
-srcdir=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=SCRIPTDIR/common.sh
+source "$(dirname "$0")/common.sh"
 ROUNDS=${1:-3}
 RUNTIME=${2:-10}
 SIZE=${3:-2G}
-MIRRORD=${MIRRORD:-$srcdir/build/mirrord/mirrord}
-WORK=${BENCH_DIR:-/var/tmp/mirrord-bench}
 
 for t in fio qemu-nbd nbdkit "$MIRRORD"; do
   command -v "$t" >/dev/null || { echo "missing: $t" >&2; exit 1; }
 done
-mkdir -p "$WORK"
-IMG=$WORK/disk.img
-pids=()
-cleanup () { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || :; done; wait 2>/dev/null || :; }
-trap cleanup EXIT
-
-if [ ! -f "$IMG" ] || [ "$(stat -c %s "$IMG")" != "$(numfmt --from=iec "$SIZE")" ]; then
-  echo "==> preallocating $SIZE of real data in $IMG"
-  rm -f "$IMG"
-  fallocate -l "$SIZE" "$IMG"
-  dd if=/dev/urandom of="$IMG" bs=1M count=$(( $(numfmt --from=iec "$SIZE") >> 20 )) \
-     oflag=direct conv=notrunc status=none
-fi
+prepare_image "$SIZE"
 
 rm -f "$WORK"/*.sock "$WORK"/*.ctl
-wait_sock () { for _ in $(seq 500); do [ -S "$1" ] && return 0; sleep 0.02; done; return 1; }
 
 # mirrord twice: O_DIRECT (cache=none, the default, like qemu-nbd's
 # cache=none) and page cache (cache=writeback, like nbdkit's file).
-"$MIRRORD" -f --export "b=$IMG" --nbd-socket "$WORK/mirrord.sock" \
-  --control "$WORK/mirrord.ctl" --state-dir "$WORK/state" 2>"$WORK/mirrord.log" &
-pids+=($!)
-"$MIRRORD" -f --export "b=$IMG,cache=writeback" --nbd-socket "$WORK/mirrord-wb.sock" \
-  --control "$WORK/mirrord-wb.ctl" --state-dir "$WORK/state-wb" 2>"$WORK/mirrord-wb.log" &
-pids+=($!)
+start_mirrord mirrord state
+start_mirrord mirrord-wb state-wb ,cache=writeback
 qemu-nbd -f raw --cache=none --aio=native -x b -t -k "$WORK/qemu-nbd.sock" "$IMG" &
 pids+=($!)
 nbdkit -f -U "$WORK/nbdkit.sock" file "$IMG" &
 pids+=($!)
-for s in mirrord mirrord-wb qemu-nbd nbdkit; do wait_sock "$WORK/$s.sock"; done
+for s in mirrord mirrord-wb qemu-nbd nbdkit; do wait_until test -S "$WORK/$s.sock"; done
 
 declare -A URI=(
   [mirrord]="nbd+unix:///b?socket=$WORK/mirrord.sock"
@@ -77,12 +58,7 @@ run_one () {
       --bs="$bs" --iodepth="$qd" --runtime="$RUNTIME" --time_based --size="$SIZE" \
       --output-format=json)
   fi
-  python3 -c '
-import json, sys
-s = sys.stdin.read()
-j = json.loads(s[s.index("{"):])["jobs"][0]   # fio may print a line first
-d = j["read"] if j["read"]["io_bytes"] else j["write"]
-print(sys.argv[1], sys.argv[2], d["bw_bytes"] / 1048576, d["iops"])' "$server" "$job" <<<"$out" >> "$RESULTS"
+  fio_summary "$server" "$job" <<<"$out" >> "$RESULTS"
   tail -1 "$RESULTS"
 }
 

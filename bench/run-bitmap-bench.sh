@@ -9,36 +9,17 @@
 # per 1000 data writes.
 #
 #   bench/run-bitmap-bench.sh [ROUNDS [RUNTIME_S [SIZE]]]   default 5 10 2G
-set -euo pipefail
-srcdir=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=SCRIPTDIR/common.sh
+source "$(dirname "$0")/common.sh"
 ROUNDS=${1:-5}
 RUNTIME=${2:-10}
 SIZE=${3:-2G}
-MIRRORD=${MIRRORD:-$srcdir/build/mirrord/mirrord}
-MIRRORCTL=${MIRRORCTL:-$srcdir/build/ctl/mirrorctl}
-WORK=${BENCH_DIR:-/var/tmp/mirrord-bench}
-mkdir -p "$WORK"
-IMG=$WORK/disk.img
-pids=()
-cleanup () { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || :; done; wait 2>/dev/null || :; }
-trap cleanup EXIT
-
-if [ ! -f "$IMG" ] || [ "$(stat -c %s "$IMG")" != "$(numfmt --from=iec "$SIZE")" ]; then
-  rm -f "$IMG"
-  fallocate -l "$SIZE" "$IMG"
-  dd if=/dev/urandom of="$IMG" bs=1M count=$(( $(numfmt --from=iec "$SIZE") >> 20 )) \
-     oflag=direct conv=notrunc status=none
-fi
+prepare_image "$SIZE" quiet
 rm -rf "$WORK"/bm-on* "$WORK"/bm-off*
-"$MIRRORD" -f --export "b=$IMG" --nbd-socket "$WORK/bm-on.sock" \
-  --control "$WORK/bm-on.ctl" --state-dir "$WORK/bm-on.state" 2>"$WORK/bm-on.log" &
-pids+=($!)
-"$MIRRORD" -f --export "b=$IMG,bitmap=false" --nbd-socket "$WORK/bm-off.sock" \
-  --control "$WORK/bm-off.ctl" --state-dir "$WORK/bm-off.state" 2>"$WORK/bm-off.log" &
-pids+=($!)
-for s in on off; do
-  for _ in $(seq 500); do "$MIRRORCTL" -s "$WORK/bm-$s.ctl" status >/dev/null 2>&1 && break; sleep 0.02; done
-done
+start_mirrord bm-on bm-on.state
+start_mirrord bm-off bm-off.state ,bitmap=false
+# Not answering in time is not fatal here; the first request will be.
+for s in on off; do wait_until "$MIRRORCTL" -s "$WORK/bm-$s.ctl" status || :; done
 
 field () {
   "$MIRRORCTL" -s "$WORK/bm-on.ctl" --json status b \
@@ -60,12 +41,8 @@ run_one () {
     --size="$SIZE" --output-format=json)
   local extra="0 0 0"
   [ "$which" = on ] && extra="$(( $(field bitmap_flushes) - f0 )) $(( $(field bitmap_blocks_written) - b0 )) $(( $(field requests) - r0 ))"
-  python3 -c '
-import json, sys
-s = sys.stdin.read()
-j = json.loads(s[s.index("{"):])["jobs"][0]["write"]
-print(sys.argv[1], sys.argv[2], j["bw_bytes"] / 1048576, j["iops"], *sys.argv[3].split())' \
-    "$which" "$job" "$extra" <<<"$out" | tee -a "$RESULTS"
+  # shellcheck disable=SC2086 # $extra: three numbers
+  fio_summary "$which" "$job" $extra <<<"$out" | tee -a "$RESULTS"
 }
 
 for round in $(seq "$ROUNDS"); do
