@@ -216,6 +216,15 @@ loop_defer (struct loop *loop, struct loop_deferred *d,
   list_add_tail (&loop->deferred, &d->node);
 }
 
+void
+loop_cancel_deferred (struct loop *loop, struct loop_deferred *d)
+{
+  if (d->queued) {
+    list_del (&d->node);
+    d->queued = false;
+  }
+}
+
 static void
 run_deferred (struct loop *loop)
 {

@@ -62,6 +62,8 @@ struct loop_deferred {
 };
 void loop_defer (struct loop *loop, struct loop_deferred *d,
                  loop_fn cb, void *opaque);
+/* Takes D back if it has not run yet. */
+void loop_cancel_deferred (struct loop *loop, struct loop_deferred *d);
 
 /* Runs until loop_stop().  Returns 0, or -1 on an epoll failure. */
 int loop_run (struct loop *loop);

@@ -16,6 +16,7 @@
 #include "common/log.h"
 #include "control.h"
 #include "export.h"
+#include "mirror.h"
 #include "status.h"
 
 #define MAX_LINE (1u << 20)
@@ -29,6 +30,7 @@ struct client {
   char *out;
   size_t out_len, out_sent;
   bool closing;
+  bool busy;                    /* an asynchronous command is running */
 };
 
 static struct {
@@ -41,7 +43,14 @@ static struct {
 
 /* ---- Commands ---- */
 
-typedef json_object *(*command_fn) (json_object *req);
+/* A command returns its result, NULL with error_set(), or PENDING:
+ * then it calls control_reply() later (the client reads no further
+ * requests until it has). */
+typedef json_object *(*command_fn) (json_object *req, struct client *c);
+static char pending_marker;
+#define PENDING ((json_object *) &pending_marker)
+
+static void control_reply (struct client *c, json_object *result);
 
 static const char *
 get_str (json_object *req, const char *key)
@@ -54,7 +63,7 @@ get_str (json_object *req, const char *key)
 }
 
 static json_object *
-cmd_version (json_object *req)
+cmd_version (json_object *req, struct client *c)
 {
   json_object *r = json_object_new_object ();
   json_object_object_add (r, "version", json_object_new_string (PACKAGE_VERSION));
@@ -62,7 +71,7 @@ cmd_version (json_object *req)
 }
 
 static json_object *
-cmd_status (json_object *req)
+cmd_status (json_object *req, struct client *c)
 {
   const char *name = get_str (req, "export");
   json_object *r, *arr, *v;
@@ -97,7 +106,7 @@ spec_from_json (struct export_spec *spec, json_object *req)
 {
   static const char *const keys[] = {
     "path", "format", "role", "peer", "mode", "granularity", "bandwidth",
-    "cache",
+    "cache", "max-lag",
   };
   const char *name = get_str (req, "name");
   json_object *v;
@@ -124,7 +133,7 @@ spec_from_json (struct export_spec *spec, json_object *req)
 }
 
 static json_object *
-cmd_export_add (json_object *req)
+cmd_export_add (json_object *req, struct client *c)
 {
   struct export_spec spec;
   struct export *e = NULL;
@@ -137,7 +146,7 @@ cmd_export_add (json_object *req)
 }
 
 static json_object *
-cmd_export_remove (json_object *req)
+cmd_export_remove (json_object *req, struct client *c)
 {
   const char *name = get_str (req, "name");
 
@@ -185,7 +194,7 @@ get_u64 (json_object *req, const char *key, uint64_t *out)
 /* Forget dirty regions whose data is safe elsewhere (after a backup,
  * say).  Without offset/length: the whole disk. */
 static json_object *
-cmd_bitmap_clear (json_object *req)
+cmd_bitmap_clear (json_object *req, struct client *c)
 {
   struct export *e = get_export (req);
   uint64_t offset, length;
@@ -204,10 +213,144 @@ cmd_bitmap_clear (json_object *req)
   return status_export_json (e);
 }
 
+/* ---- Mirror commands ---- */
+
+struct waiter {
+  struct client *c;
+  struct export *e;
+};
+
+static struct waiter *
+waiter_new (struct client *c, struct export *e)
+{
+  struct waiter *w = malloc (sizeof *w);
+
+  if (w) {
+    w->c = c;
+    w->e = e;
+    export_ref (e);
+  }
+  return w;
+}
+
+static void
+waiter_done (struct waiter *w, json_object *result)
+{
+  control_reply (w->c, result);
+  export_unref (w->e);
+  free (w);
+}
+
+static void
+mirror_started (void *opaque, int err)
+{
+  struct waiter *w = opaque;
+
+  if (err) {
+    error_set (err, "mirror to target failed: %s",
+               w->e->mirror ? mirror_error (w->e->mirror) : "?");
+    waiter_done (w, NULL);
+    return;
+  }
+  waiter_done (w, status_export_json (w->e));
+}
+
+static json_object *
+cmd_mirror_start (json_object *req, struct client *c)
+{
+  struct export *e = get_export (req);
+  const char *uri = get_str (req, "uri"), *mode = get_str (req, "mode");
+  uint64_t bandwidth;
+  struct waiter *w;
+
+  if (e == NULL || get_u64 (req, "bandwidth", &bandwidth) == -1)
+    return NULL;
+  if (uri == NULL) {
+    error_set (EINVAL, "mirror-start needs a \"uri\"");
+    return NULL;
+  }
+  if (mode && strcmp (mode, "sync") != 0 && strcmp (mode, "async") != 0) {
+    error_set (EINVAL, "mode must be sync or async, not '%s'", mode);
+    return NULL;
+  }
+  w = waiter_new (c, e);
+  if (w == NULL) {
+    error_set (ENOMEM, "allocating");
+    return NULL;
+  }
+  if (export_mirror_start (e, uri, mode && strcmp (mode, "async") == 0,
+                           bandwidth, false, mirror_started, w) == -1) {
+    export_unref (e);
+    free (w);
+    return NULL;
+  }
+  return PENDING;
+}
+
+static json_object *
+cmd_mirror_cancel (json_object *req, struct client *c)
+{
+  struct export *e = get_export (req);
+
+  if (e == NULL)
+    return NULL;
+  if (e->mirror == NULL || !mirror_active (e->mirror)) {
+    error_set (EINVAL, "export %s has no active mirror", e->spec.name);
+    return NULL;
+  }
+  mirror_cancel (e->mirror, false);
+  return status_export_json (e);
+}
+
+static void
+cutover_done (void *opaque, int err, double downtime_ms)
+{
+  struct waiter *w = opaque;
+  json_object *r;
+
+  if (err) {
+    error_set (err, "cut-over failed: %s",
+               w->e->mirror ? mirror_error (w->e->mirror) : "?");
+    waiter_done (w, NULL);
+    return;
+  }
+  r = status_export_json (w->e);
+  json_object_object_add (r, "downtime_ms", json_object_new_double (downtime_ms));
+  waiter_done (w, r);
+}
+
+static json_object *
+cmd_mirror_cutover (json_object *req, struct client *c)
+{
+  struct export *e = get_export (req);
+  struct waiter *w;
+
+  if (e == NULL)
+    return NULL;
+  if (e->mirror == NULL || !mirror_active (e->mirror)) {
+    error_set (EINVAL, "export %s has no active mirror", e->spec.name);
+    return NULL;
+  }
+  w = waiter_new (c, e);
+  if (w == NULL) {
+    error_set (ENOMEM, "allocating");
+    return NULL;
+  }
+  if (mirror_cutover (e->mirror, cutover_done, w) == -1) {
+    export_unref (e);
+    free (w);
+    return NULL;
+  }
+  return PENDING;
+}
+
 static const struct {
   const char *name;
   command_fn fn;
 } commands[] = {
+  { "mirror-start", cmd_mirror_start },
+  { "mirror-cancel", cmd_mirror_cancel },
+  { "mirror-cutover", cmd_mirror_cutover },
   { "bitmap-clear", cmd_bitmap_clear },
   { "version", cmd_version },
   { "status", cmd_status },
@@ -216,7 +359,7 @@ static const struct {
 };
 
 static json_object *
-dispatch (json_object *req)
+dispatch (json_object *req, struct client *c)
 {
   const char *name = get_str (req, "command");
 
@@ -226,7 +369,7 @@ dispatch (json_object *req)
   }
   for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
     if (strcmp (commands[i].name, name) == 0)
-      return commands[i].fn (req);
+      return commands[i].fn (req, c);
   error_set (EINVAL, "unknown command '%s'", name);
   return NULL;
 }
@@ -236,6 +379,7 @@ dispatch (json_object *req)
 static void client_kill (struct client *c);
 static void client_free (struct client *c);
 static void client_update (struct client *c);
+static void flush_output (struct client *c);
 
 static void
 queue_reply (struct client *c, json_object *reply)
@@ -252,6 +396,16 @@ queue_reply (struct client *c, json_object *reply)
   memcpy (c->out + c->out_len, s, n);
   c->out[c->out_len + n] = '\n';
   c->out_len += n + 1;
+}
+
+static json_object *
+ok_reply (json_object *result)
+{
+  json_object *r = json_object_new_object ();
+
+  json_object_object_add (r, "ok", json_object_new_boolean (1));
+  json_object_object_add (r, "result", result);
+  return r;
 }
 
 static json_object *
@@ -276,15 +430,17 @@ handle_line (struct client *c, const char *line)
                          : json_tokener_error_desc (jerr), EINVAL);
     c->closing = true;
   }
-  else if ((result = dispatch (req)) == NULL) {
+  else if ((result = dispatch (req, c)) == PENDING) {
+    c->busy = true;             /* control_reply() answers */
+    json_object_put (req);
+    return;
+  }
+  else if (result == NULL) {
     log_debug ("control: %s", error_get ());
     reply = error_reply (error_get (), error_errno ());
   }
-  else {
-    reply = json_object_new_object ();
-    json_object_object_add (reply, "ok", json_object_new_boolean (1));
-    json_object_object_add (reply, "result", result);
-  }
+  else
+    reply = ok_reply (result);
   queue_reply (c, reply);
   json_object_put (reply);
   json_object_put (req);
@@ -295,7 +451,7 @@ process_input (struct client *c)
 {
   char *nl;
 
-  while (!c->closing && (nl = memchr (c->in, '\n', c->in_len)) != NULL) {
+  while (!c->closing && !c->busy && (nl = memchr (c->in, '\n', c->in_len)) != NULL) {
     size_t len = (size_t) (nl - c->in);
     *nl = '\0';
     if (len > 0)
@@ -303,12 +459,36 @@ process_input (struct client *c)
     memmove (c->in, nl + 1, c->in_len - len - 1);
     c->in_len -= len + 1;
   }
-  if (!c->closing && c->in_len >= MAX_LINE) {
+  if (!c->closing && !c->busy && c->in_len >= MAX_LINE) {
     json_object *r = error_reply ("request line over 1 MiB", E2BIG);
     queue_reply (c, r);
     json_object_put (r);
     c->closing = true;
   }
+}
+
+/* The outcome of an asynchronous command (RESULT, or NULL: the error
+ * set).  A client that hung up meanwhile is freed now. */
+static void
+control_reply (struct client *c, json_object *result)
+{
+  json_object *reply = result ? ok_reply (result)
+    : error_reply (error_get (), error_errno ());
+
+  c->busy = false;
+  if (c->fd < 0) {
+    json_object_put (reply);
+    client_free (c);
+    return;
+  }
+  queue_reply (c, reply);
+  json_object_put (reply);
+  process_input (c);            /* requests that waited behind it */
+  flush_output (c);
+  if (c->fd >= 0)
+    client_update (c);
+  else if (!c->busy)
+    client_free (c);
 }
 
 static void
@@ -350,14 +530,14 @@ on_client (void *opaque, uint32_t events)
     flush_output (c);
   if (c->fd >= 0)
     client_update (c);
-  else
-    client_free (c);
+  else if (!c->busy)
+    client_free (c);            /* a busy one is freed by control_reply */
 }
 
 static void
 client_update (struct client *c)
 {
-  uint32_t ev = c->closing ? 0 : EPOLLIN;
+  uint32_t ev = c->closing || c->busy ? 0 : EPOLLIN;
 
   if (c->out_sent < c->out_len)
     ev |= EPOLLOUT;

@@ -66,7 +66,8 @@ export_spec_equal (const struct export_spec *a, const struct export_spec *b)
     && a->role == b->role && a->mode == b->mode
     && a->granularity == b->granularity && a->bandwidth == b->bandwidth
     && a->readonly == b->readonly && a->cache == b->cache
-    && a->bitmap_strict == b->bitmap_strict && a->no_bitmap == b->no_bitmap;
+    && a->bitmap_strict == b->bitmap_strict && a->no_bitmap == b->no_bitmap
+    && a->max_lag == b->max_lag;
 }
 
 const char *
@@ -150,12 +151,14 @@ export_spec_set (struct export_spec *s, const char *key, const char *value)
     s->no_bitmap = !on;
     return 0;
   }
+  if (strcmp (key, "max-lag") == 0)
+    return size_parse (value, &s->max_lag) == -1 ? error_prefix ("max-lag") : 0;
   if (strcmp (key, "bitmap-strict") == 0)
     return parse_bool (key, value, &s->bitmap_strict);
   if (strcmp (key, "cache") == 0)
     return image_cache_parse (value, &s->cache) == -1 ? error_prefix ("cache") : 0;
   return error_set (0, "unknown export key '%s' (expected path, format, role, "
-                    "peer, mode, granularity, bandwidth, readonly, cache, bitmap or bitmap-strict)", key);
+                    "peer, mode, granularity, bandwidth, readonly, cache, bitmap, bitmap-strict or max-lag)", key);
 }
 
 static bool

@@ -11,6 +11,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "export.h"
+#include "mirror.h"
 
 static struct {
   struct ioq *ioq;
@@ -82,6 +83,45 @@ export_count (void)
   return reg.count;
 }
 
+/* A mirror job saved by a previous run resumes from the bitmap; an
+ * export with a peer= and no saved job starts a full sync to it. */
+static void
+resume_mirror (struct export *e)
+{
+  char path[4200], line[4200], uri[4096] = "", mode[16] = "sync";
+  unsigned long long bw = 0;
+  bool resume = false;
+  FILE *fp;
+
+  if (e->bitmap == NULL)
+    return;
+  snprintf (path, sizeof path, "%s.mirror", export_state_prefix (e));
+  fp = fopen (path, "r");
+  if (fp) {
+    while (fgets (line, sizeof line, fp)) {
+      line[strcspn (line, "\n")] = '\0';
+      if (strncmp (line, "uri=", 4) == 0)
+        snprintf (uri, sizeof uri, "%.4000s", line + 4);
+      else if (strncmp (line, "mode=", 5) == 0)
+        snprintf (mode, sizeof mode, "%.8s", line + 5);
+      else if (strncmp (line, "bandwidth=", 10) == 0)
+        bw = strtoull (line + 10, NULL, 10);
+    }
+    fclose (fp);
+    resume = uri[0] != '\0';
+  }
+  if (!resume && e->spec.peer && e->spec.role == ROLE_PRIMARY) {
+    snprintf (uri, sizeof uri, "%s", e->spec.peer);
+    snprintf (mode, sizeof mode, "%s", mirror_mode_name (e->spec.mode));
+    bw = e->spec.bandwidth;
+  }
+  if (uri[0] == '\0')
+    return;
+  if (export_mirror_start (e, uri, strcmp (mode, "async") == 0, bw, resume,
+                           NULL, NULL) == -1)
+    log_err ("export %s: mirror to %s: %s", e->spec.name, uri, error_get ());
+}
+
 struct export *
 export_add (const struct export_spec *spec, bool from_config)
 {
@@ -121,8 +161,12 @@ export_add (const struct export_spec *spec, bool from_config)
   e->refs = 1;                  /* the registry's */
   e->from_config = from_config;
   list_init (&e->clients);
+  list_init (&e->held);
+  if (asprintf (&e->state_prefix, "%s/%s", reg.state_dir, spec->name) == -1)
+    e->state_prefix = NULL;
   list_add_tail (&reg.exports, &e->node);
   reg.count++;
+  resume_mirror (e);
   log_info ("export %s: %s (%s, %llu bytes%s%s)", spec->name, spec->path,
             image_format_name (e->img->format),
             (unsigned long long) e->img->size,
@@ -145,6 +189,8 @@ export_unref (struct export *e)
   if (--e->refs > 0)
     return;
   log_debug ("export %s: freed", e->spec.name);
+  mirror_free (e->mirror);
+  free (e->state_prefix);
   if (bitmap_store_close (e->bitmap) == -1)
     log_err ("export %s: %s", e->spec.name, error_get ());
   image_close (e->img);
@@ -160,6 +206,7 @@ unregister (struct export *e)
   e->removed = true;
   list_del (&e->node);
   reg.count--;
+  mirror_cancel (e->mirror, false);   /* the export is gone: so is the job */
   /* Clients finish what they sent, then disconnect; each drops its
    * reference on the way out. */
   list_for_each_safe (pos, tmp, &e->clients) {
@@ -211,7 +258,7 @@ export_detach (struct export *e, struct export_client *c)
 bool
 export_writable (const struct export *e)
 {
-  return !e->spec.readonly && !e->img->readonly
+  return !e->spec.readonly && !e->img->readonly && !e->cut_over
     && e->spec.role == ROLE_PRIMARY;
 }
 
@@ -227,18 +274,40 @@ is_write (enum image_cmd cmd)
   return cmd == IMAGE_WRITE || cmd == IMAGE_TRIM || cmd == IMAGE_ZERO;
 }
 
-/* The write completed: the live bitmap learns of it, then the caller. */
+/* The write is done everywhere it must be: acknowledge it. */
+static void
+write_finish (struct export_io *x, int err)
+{
+  struct export *e = x->exp;    /* X may be freed by the caller's done() */
+  struct image_io *io = &x->io;
+
+  io->done = x->done;
+  io->opaque = x->opaque;
+  e->writes_in_flight--;
+  io->done (io, err);
+  mirror_guest_write_done (e->mirror);
+  export_unref (e);
+}
+
+static void
+mirrored (struct export_io *x, int err)
+{
+  write_finish (x, x->err);
+}
+
+/* The write completed locally: the live bitmap learns of it; in
+ * write-blocking mode the target must have it too before the ack. */
 static void
 write_done (struct image_io *io, int err)
 {
   struct export_io *x = io->opaque;
-  struct export *e = x->exp;    /* X may be freed by the caller's done() */
+  struct export *e = x->exp;
 
   bitmap_store_end_write (e->bitmap, &x->intent);
-  io->done = x->done;
-  io->opaque = x->opaque;
-  io->done (io, err);
-  export_unref (e);
+  x->err = err;
+  if (err == 0 && mirror_guest_write (e->mirror, x, mirrored) == 1)
+    return;
+  write_finish (x, err);
 }
 
 /* The write's region is recorded on disk (or could not be). */
@@ -256,6 +325,64 @@ intent_ready (struct bitmap_intent *in, int err)
   image_submit (x->exp->img, &x->io);
 }
 
+static void
+start_write (struct export *e, struct export_io *x)
+{
+  struct image_io *io = &x->io;
+
+  /* Write intent: the region is dirty on disk before the data moves. */
+  export_ref (e);
+  e->writes_in_flight++;
+  x->exp = e;
+  x->done = io->done;
+  x->opaque = io->opaque;
+  io->done = write_done;
+  io->opaque = x;
+  io->img = e->img;
+  x->intent.ready = intent_ready;
+  x->intent.opaque = x;
+  if (bitmap_store_begin_write (e->bitmap, &x->intent, io->offset, io->count) == 1)
+    image_submit (e->img, io);
+}
+
+static void
+flush_mirrored (struct export_io *x, int err)
+{
+  struct image_io *io = &x->io;
+  struct export *e = x->exp;
+
+  io->done = x->done;
+  io->opaque = x->opaque;
+  io->done (io, x->err);
+  export_unref (e);
+}
+
+/* A guest FLUSH in write-blocking mode covers the target too. */
+static void
+flush_done (struct image_io *io, int err)
+{
+  struct export_io *x = io->opaque;
+
+  x->err = err;
+  if (err == 0 && mirror_guest_flush (x->exp->mirror, x, flush_mirrored) == 1)
+    return;
+  flush_mirrored (x, err);
+}
+
+static void
+start_flush (struct export *e, struct export_io *x)
+{
+  struct image_io *io = &x->io;
+
+  export_ref (e);
+  x->exp = e;
+  x->done = io->done;
+  x->opaque = io->opaque;
+  io->done = flush_done;
+  io->opaque = x;
+  image_submit (e->img, io);
+}
+
 void
 export_submit (struct export *e, struct export_io *x)
 {
@@ -271,23 +398,82 @@ export_submit (struct export *e, struct export_io *x)
     e->bytes_read += io->count;
   else if (io->cmd == IMAGE_WRITE)
     e->bytes_written += io->count;
+  if (io->cmd == IMAGE_FLUSH && e->mirror) {
+    start_flush (e, x);
+    return;
+  }
   if (!is_write (io->cmd) || io->count == 0 || e->bitmap == NULL
       || io->offset >= e->img->size || io->count > e->img->size - io->offset) {
     image_submit (e->img, io);  /* image_submit() refuses bad ranges */
     return;
   }
-  /* Write intent: the region is dirty on disk before the data moves. */
-  export_ref (e);
-  x->exp = e;
-  x->done = io->done;
-  x->opaque = io->opaque;
-  io->done = write_done;
-  io->opaque = x;
-  io->img = e->img;
-  x->intent.ready = intent_ready;
-  x->intent.opaque = x;
-  if (bitmap_store_begin_write (e->bitmap, &x->intent, io->offset, io->count) == 1)
-    image_submit (e->img, io);
+  if (mirror_holds_writes (e->mirror)) {
+    /* A cut-over is draining: this write waits for its outcome. */
+    list_add_tail (&e->held, &x->held_node);
+    return;
+  }
+  start_write (e, x);
+}
+
+void
+export_release_held (struct export *e)
+{
+  while (!list_empty (&e->held)) {
+    struct export_io *x = list_entry (e->held.next, struct export_io, held_node);
+    list_del (&x->held_node);
+    x->io.img = e->img;
+    if (!export_writable (e))
+      image_io_complete_later (&x->io, EPERM);
+    else
+      start_write (e, x);
+  }
+}
+
+void
+export_cut_over (struct export *e)
+{
+  e->cut_over = true;
+}
+
+const char *
+export_state_prefix (const struct export *e)
+{
+  return e->state_prefix ? e->state_prefix : e->spec.name;
+}
+
+int
+export_mirror_start (struct export *e, const char *uri, bool async,
+                     uint64_t bandwidth, bool resume,
+                     void (*started) (void *opaque, int err), void *opaque)
+{
+  struct mirror_opts o = { .uri = uri, .async = async, .bandwidth = bandwidth,
+                           .resume = resume, .started = started, .opaque = opaque };
+  struct mirror *m;
+
+  if (e->mirror && mirror_active (e->mirror))
+    return error_set (EBUSY, "export %s already mirrors to a target "
+                      "(mirror cancel it first)", e->spec.name);
+  if (e->mirror && !mirror_idle (e->mirror))
+    return error_set (EBUSY, "export %s: the previous mirror is still "
+                      "stopping", e->spec.name);
+  m = mirror_start (e, &o);
+  if (m == NULL)
+    return -1;
+  mirror_free (e->mirror);
+  e->mirror = m;
+  return 0;
+}
+
+bool
+export_stop_mirrors (void)
+{
+  bool idle = true;
+
+  for (struct export *e = export_first (); e; e = export_next (e)) {
+    mirror_cancel (e->mirror, true);
+    idle = idle && mirror_idle (e->mirror);
+  }
+  return idle;
 }
 
 int

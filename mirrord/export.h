@@ -43,6 +43,8 @@ struct export_spec {
   enum image_cache cache;       /* none (O_DIRECT) or writeback */
   bool bitmap_strict;           /* refuse a corrupt bitmap file */
   bool no_bitmap;               /* bitmap=false: no dirty tracking */
+  uint64_t max_lag;             /* async mirror: dirty bytes allowed
+                                   before writes block (0: default) */
 };
 
 #define EXPORT_DEFAULT_GRANULARITY (64u << 10)
@@ -54,7 +56,7 @@ void export_spec_clear (struct export_spec *s);
 int export_spec_copy (struct export_spec *dst, const struct export_spec *src);
 bool export_spec_equal (const struct export_spec *a, const struct export_spec *b);
 /* Sets KEY (path, format, role, peer, mode, granularity, bandwidth,
- * readonly, cache, bitmap, bitmap-strict) from VALUE.  -1 with error_set() on a bad key or value. */
+ * readonly, cache, bitmap, bitmap-strict, max-lag) from VALUE.  -1 with error_set() on a bad key or value. */
 int export_spec_set (struct export_spec *s, const char *key, const char *value);
 /* Parses "NAME=PATH[,key=value|readonly]..." (mirrord --export). */
 int export_spec_parse (struct export_spec *s, const char *str);
@@ -72,9 +74,16 @@ struct export_client {
   struct list node;
 };
 
+struct mirror;
+
 struct export {
   struct export_spec spec;
   struct image *img;
+  struct mirror *mirror;        /* the mirror job, or NULL */
+  char *state_prefix;           /* STATE_DIR/NAME: its files' prefix */
+  bool cut_over;                /* after a cut-over: writes refused */
+  unsigned writes_in_flight;
+  struct list held;             /* writes held during a cut-over */
   struct bitmap_store *bitmap;  /* persistent write-intent dirty bitmap,
                                    NULL with bitmap=false */
   unsigned refs;
@@ -98,6 +107,8 @@ struct export_io {
   image_done_fn done;
   void *opaque;
   struct bitmap_intent intent;
+  struct list held_node;
+  int err;
 };
 
 /* The registry.  EXPORT_NAME "" finds the only export, if there is
@@ -136,5 +147,19 @@ int export_dirty_extents (struct export *e, uint64_t offset, uint64_t count,
  * (LENGTH 0: to the end). */
 void export_bitmap_clear (struct export *e, uint64_t offset, uint64_t length);
 uint64_t export_dirty_bytes (const struct export *e);
+
+/* For the mirror: the state files' prefix; refuse writes from now on;
+ * let held writes go (refused after a cut-over, submitted otherwise). */
+const char *export_state_prefix (const struct export *e);
+void export_cut_over (struct export *e);
+void export_release_held (struct export *e);
+/* Starts a mirror of E (replacing a finished one).  -1 with
+ * error_set().  STARTED (may be NULL) as in mirror_opts. */
+int export_mirror_start (struct export *e, const char *uri, bool async,
+                         uint64_t bandwidth, bool resume,
+                         void (*started) (void *opaque, int err), void *opaque);
+/* Stops every mirror, keeping their jobs for the next start; true once
+ * all are idle. */
+bool export_stop_mirrors (void);
 
 #endif

@@ -185,7 +185,7 @@ shutdown_poll (void *opaque)
     return;
   }
   if (d.stage == DRAINING && server_connection_count () == 0
-      && ioq_in_flight (d.ioq) == 0) {
+      && ioq_in_flight (d.ioq) == 0 && export_stop_mirrors ()) {
     flush_images ();
     return;
   }
@@ -204,6 +204,7 @@ begin_shutdown (int sig)
   d.stage = DRAINING;
   log_info ("%s: finishing in-flight requests, then exiting",
             strsignal (sig));
+  export_stop_mirrors ();       /* jobs kept: they resume at the next start */
   server_stop_listening ();
   control_stop ();
   server_shutdown_connections ();

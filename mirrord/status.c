@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <config.h>
 
+#include "mirror.h"
 #include "status.h"
 
 static void
@@ -24,7 +25,7 @@ status_export_json (const struct export *e)
   add (o, "disk", json_object_new_string ("uptodate"));
   add (o, "granularity", json_object_new_int64 ((int64_t) e->spec.granularity));
   add (o, "dirty_bytes", json_object_new_int64 ((int64_t) export_dirty_bytes (e)));
-  add (o, "mirror", NULL);
+  add (o, "mirror", e->mirror ? mirror_status_json (e->mirror) : NULL);
   add (o, "peer", NULL);
   add (o, "readonly", json_object_new_boolean (e->spec.readonly || e->img->readonly));
   add (o, "writable", json_object_new_boolean (export_writable (e)));

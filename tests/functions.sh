@@ -9,6 +9,7 @@
 #                          and state under $TESTDIR, wait until it answers
 #                          on its control socket; stopped at exit
 #   stop_mirrord NAME      SIGTERM, wait, and fail unless it exited 0
+#   kill9_mirrord NAME     SIGKILL and wait
 #   uri NAME EXPORT        its NBD URI;  ctl NAME ARGS...: mirrorctl for it
 #   fail MSG               print and exit 1
 #
@@ -108,6 +109,15 @@ stop_mirrord () {
     cat "$TESTDIR/$name.log" >&2
     fail "mirrord $name exited with status $status"
   fi
+}
+
+# kill9_mirrord NAME: SIGKILL, and wait until it is gone (its lock on
+# the state directory with it).
+kill9_mirrord () {
+  local pid=${_mirrord_pid[$1]}
+  kill -9 "$pid"
+  wait "$pid" 2>/dev/null || :
+  _mirrord_pid[$1]=
 }
 
 # expect_status CODE CMD...: run CMD, fail unless it exits with CODE.

@@ -24,8 +24,7 @@ fio_pid=$!
 cleanup_fn "kill $fio_pid 2>/dev/null"
 enough_written () { [ "$(written)" -ge $((48 << 20)) ]; }
 poll 30 enough_written || { cat "$TESTDIR/fio.out"; fail "fio did not write"; }
-kill -9 "$(mirrord_pid a)"
-_mirrord_pid[a]=
+kill9_mirrord a
 wait "$fio_pid" || :
 
 start_mirrord a --export "vm1=$TESTDIR/disk.img"

@@ -40,9 +40,8 @@ PY
   cleanup_fn "kill $writer 2>/dev/null"
   # Kill once a few hundred writes were acknowledged.
   poll 30 bash -c "[ \$(wc -l < '$TESTDIR/acked' 2>/dev/null || echo 0) -ge $((200 * cycle)) ]"
-  kill -9 "$(mirrord_pid a)"
+  kill9_mirrord a
   wait "$writer" || :
-  _mirrord_pid[a]=
 
   start_mirrord a --export "$EXPORT"
   nbdinfo --map=qemu:dirty-bitmap:vm1 "$(uri a vm1)" > "$TESTDIR/map"

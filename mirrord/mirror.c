@@ -1,0 +1,976 @@
+/* SPDX-License-Identifier: MIT */
+/* The mirror job (mirror.h has the design). */
+#include <config.h>
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bitmap/store.h"
+#include "common/bufpool.h"
+#include "common/error.h"
+#include "common/log.h"
+#include "export.h"
+#include "mirror.h"
+#include "target.h"
+
+#define MAX_OPS 16                    /* copies in flight */
+#define MAX_CHUNK (4u << 20)          /* bytes per copy */
+#define MAX_EXTENTS 64
+#define TICK_MS 100
+#define READY_BUDGET_NS 50000000u     /* what remains drains in 50 ms */
+#define READY_MIN (4u << 20)
+#define LAG_LIMIT (256u << 20)        /* async: beyond this, block writes */
+#define BACKOFF_MIN_MS 250
+#define BACKOFF_MAX_MS 8000
+#define TARGET_CONNS 4
+
+struct mirror {
+  struct export *exp;
+  struct loop *loop;
+  char *uri;
+  bool async;
+  uint64_t bandwidth;
+  enum mirror_state state;
+  char error[512];
+  struct target *tgt;
+  bool up;
+  bool cancelling;
+
+  /* The pass. */
+  bool in_pass, flushing, pass_failed;
+  struct { uint64_t off, len; } *copied;  /* this pass's copies, merged */
+  size_t nr_copied, cap_copied;
+  uint64_t cursor, pass_copied;
+  unsigned ops;
+  unsigned passes;
+
+  /* Progress. */
+  uint64_t done_bytes, total_bytes;
+  uint64_t window_bytes, window_start_ns;
+  double rate;                  /* bytes/s */
+  int64_t tokens;               /* bandwidth budget, bytes */
+
+  /* Write blocking. */
+  bool auto_blocking;
+
+  /* Cut-over. */
+  mirror_cutover_fn cutover_done;
+  void *cutover_opaque;
+  uint64_t hold_start_ns;
+  bool final_flush;
+
+  struct loop_source *tick;
+  struct loop_source *retry;
+  unsigned backoff_ms;
+  struct loop_deferred kick_later;
+  bool kick_queued;
+
+  /* A new job marks the whole disk dirty, durably, before it starts. */
+  struct bitmap_intent mark_all;
+  bool marking;
+  bool holds_ref;               /* on the export, until terminal and idle */
+  mirror_started_fn started;    /* an admin waits for the first outcome */
+  void *started_opaque;
+  int started_err;
+  struct loop_deferred started_later;
+};
+
+struct copy {
+  struct mirror *m;
+  uint64_t off, len;
+  struct image_extents ext;
+  size_t idx;
+  uint64_t pos;                 /* next byte to handle */
+  void *buf;
+  size_t buf_size;
+  uint64_t piece;               /* bytes of the piece in flight */
+  struct image_io io;
+};
+
+static void pump (struct mirror *m);
+static void pass_start (void *opaque);
+static void begin (struct mirror *m);
+static void mark_all_ready (struct bitmap_intent *in, int err);
+static void check_cutover (struct mirror *m);
+static void connect_target (struct mirror *m);
+
+static struct dirty_bitmap *
+live (const struct mirror *m)
+{
+  return bitmap_store_live (m->exp->bitmap);
+}
+
+const char *
+mirror_state_name (enum mirror_state s)
+{
+  static const char *const names[] = {
+    "syncing", "ready", "cutover", "completed", "failed", "cancelled",
+    "disconnected",
+  };
+  return names[s];
+}
+
+enum mirror_state
+mirror_state (const struct mirror *m)
+{
+  return m->state;
+}
+
+const char *
+mirror_error (const struct mirror *m)
+{
+  return m->error;
+}
+
+static void
+report_started_now (void *opaque)
+{
+  struct mirror *m = opaque;
+  mirror_started_fn fn = m->started;
+
+  m->started = NULL;
+  if (fn)
+    fn (m->started_opaque, m->started_err);
+}
+
+/* Always from the loop, never inside mirror_start(). */
+static void
+report_started (struct mirror *m, int err)
+{
+  if (m->started == NULL || m->started_later.queued)
+    return;
+  m->started_err = err;
+  memset (&m->started_later, 0, sizeof m->started_later);
+  loop_defer (m->loop, &m->started_later, report_started_now, m);
+}
+
+bool
+mirror_active (const struct mirror *m)
+{
+  return m->state == MIRROR_SYNCING || m->state == MIRROR_READY
+    || m->state == MIRROR_CUTOVER || m->state == MIRROR_DISCONNECTED;
+}
+
+__attribute__ ((format (printf, 2, 3)))
+static void
+set_error (struct mirror *m, const char *fmt, ...)
+{
+  va_list ap;
+
+  va_start (ap, fmt);
+  vsnprintf (m->error, sizeof m->error, fmt, ap);
+  va_end (ap);
+}
+
+static void
+set_state (struct mirror *m, enum mirror_state s)
+{
+  if (m->state == s)
+    return;
+  log_info ("export %s: mirror to %s: %s -> %s%s%s", m->exp->spec.name, m->uri,
+            mirror_state_name (m->state), mirror_state_name (s),
+            m->error[0] ? ": " : "", m->error);
+  m->state = s;
+}
+
+/* ---- Persistence of the job, so a restart resumes it ---- */
+
+static void
+job_path (const struct mirror *m, char *buf, size_t len)
+{
+  snprintf (buf, len, "%s.mirror", export_state_prefix (m->exp));
+}
+
+static void
+job_save (const struct mirror *m)
+{
+  char path[4096], tmp[4200];
+  FILE *fp;
+
+  job_path (m, path, sizeof path);
+  snprintf (tmp, sizeof tmp, "%s.tmp", path);
+  fp = fopen (tmp, "w");
+  if (fp == NULL) {
+    log_warn ("%s: %m: the mirror will not resume after a restart", tmp);
+    return;
+  }
+  fprintf (fp, "uri=%s\nmode=%s\nbandwidth=%llu\n", m->uri,
+           m->async ? "async" : "sync", (unsigned long long) m->bandwidth);
+  if (fflush (fp) == 0 && fsync (fileno (fp)) == 0 && fclose (fp) == 0)
+    rename (tmp, path);
+  else
+    log_warn ("%s: could not be written", tmp);
+}
+
+static void
+job_forget (const struct mirror *m)
+{
+  char path[4096];
+
+  job_path (m, path, sizeof path);
+  unlink (path);
+}
+
+/* ---- Copies ---- */
+
+static uint64_t
+remaining (const struct mirror *m)
+{
+  uint64_t d = dirty_bitmap_dirty_bytes (live (m));
+  return d > m->pass_copied ? d - m->pass_copied : 0;
+}
+
+static void copy_step (struct copy *c);
+
+/* Remembers a copied range; it is cleared once the target flushed. */
+static void
+note_copied (struct mirror *m, uint64_t off, uint64_t len)
+{
+  if (m->nr_copied > 0) {
+    __typeof__ (m->copied[0]) *last = &m->copied[m->nr_copied - 1];
+    if (last->off + last->len == off) {
+      last->len += len;
+      return;
+    }
+  }
+  if (m->nr_copied == m->cap_copied) {
+    size_t cap = m->cap_copied ? m->cap_copied * 2 : 64;
+    void *n = realloc (m->copied, cap * sizeof *m->copied);
+    if (n == NULL) {
+      /* Not remembered: it stays dirty and is copied again. */
+      dirty_bitmap_mark (live (m), off, len);
+      return;
+    }
+    m->copied = n;
+    m->cap_copied = cap;
+  }
+  m->copied[m->nr_copied].off = off;
+  m->copied[m->nr_copied].len = len;
+  m->nr_copied++;
+}
+
+static void
+copy_end (struct copy *c, int err)
+{
+  struct mirror *m = c->m;
+
+  if (err) {
+    /* Copy it again in a later pass: the mark lands in the successor. */
+    dirty_bitmap_mark (live (m), c->off, c->len);
+    m->pass_failed = true;
+    if (m->up)
+      log_debug ("mirror %s: copy %llu+%llu failed: %s", m->uri,
+                 (unsigned long long) c->off, (unsigned long long) c->len,
+                 strerror (err));
+  }
+  else {
+    m->done_bytes += c->len;
+    m->window_bytes += c->len;
+    m->pass_copied += c->len;
+    note_copied (m, c->off, c->len);
+  }
+  bufpool_put (c->buf, c->buf_size);
+  image_extents_free (&c->ext);
+  free (c);
+  m->ops--;
+  pump (m);
+}
+
+static void
+piece_done (void *opaque, int err)
+{
+  struct copy *c = opaque;
+
+  if (err) {
+    copy_end (c, err);
+    return;
+  }
+  c->pos += c->piece;
+  copy_step (c);
+}
+
+static void
+read_done (struct image_io *io, int err)
+{
+  struct copy *c = io->opaque;
+
+  if (err || target_pwrite (c->m->tgt, c->buf, c->piece, c->pos, piece_done, c) == -1)
+    copy_end (c, err ? err : EIO);
+}
+
+/* The next extent of the copy: zeroes as WRITE_ZEROES (the target may
+ * punch a hole: it stays sparse), data read from the image and
+ * written. */
+static void
+copy_step (struct copy *c)
+{
+  struct mirror *m = c->m;
+  uint64_t end = c->off + c->len;
+  const struct image_extent *e;
+
+  while (c->idx < c->ext.nr
+         && c->ext.ext[c->idx].offset + c->ext.ext[c->idx].length <= c->pos)
+    c->idx++;
+  if (c->pos >= end) {
+    copy_end (c, 0);
+    return;
+  }
+  e = c->idx < c->ext.nr ? &c->ext.ext[c->idx] : NULL;
+  c->piece = (e ? e->offset + e->length : end) - c->pos;
+  if (c->pos + c->piece > end)
+    c->piece = end - c->pos;
+  if (e && (e->flags & IMAGE_EXTENT_ZERO) && target_can_zero (m->tgt)) {
+    if (target_zero (m->tgt, c->piece, c->pos, piece_done, c) == -1)
+      copy_end (c, EIO);
+    return;
+  }
+  memset (&c->io, 0, sizeof c->io);
+  c->io.cmd = IMAGE_READ;
+  c->io.offset = c->pos;
+  c->io.count = c->piece;
+  c->io.buf = c->buf;
+  c->io.done = read_done;
+  c->io.opaque = c;
+  image_submit (m->exp->img, &c->io);
+}
+
+static void
+extents_done (struct image_io *io, int err)
+{
+  struct copy *c = io->opaque;
+
+  if (err) {
+    copy_end (c, err);
+    return;
+  }
+  c->pos = c->off;
+  copy_step (c);
+}
+
+static void
+copy_start (struct mirror *m, uint64_t off, uint64_t len)
+{
+  struct copy *c = calloc (1, sizeof *c);
+
+  m->ops++;
+  if (c == NULL || (c->buf = bufpool_get (len)) == NULL) {
+    free (c);
+    m->ops--;
+    dirty_bitmap_mark (live (m), off, len);
+    m->pass_failed = true;
+    return;
+  }
+  c->m = m;
+  c->off = off;
+  c->len = len;
+  c->buf_size = len;
+  c->ext.max = MAX_EXTENTS;
+  c->io.cmd = IMAGE_EXTENTS;
+  c->io.offset = off;
+  c->io.count = len;
+  c->io.extents = &c->ext;
+  c->io.done = extents_done;
+  c->io.opaque = c;
+  image_submit (m->exp->img, &c->io);
+}
+
+/* ---- Passes ---- */
+
+static void
+pass_end (void *opaque, int err)
+{
+  struct mirror *m = opaque;
+  struct dirty_bitmap *bm = live (m);
+
+  m->flushing = false;
+  m->in_pass = false;
+  if (err == 0) {
+    /* The target has these copies on stable storage: their bits may go
+     * (the file follows lazily).  Failed copies were marked again. */
+    for (size_t i = 0; i < m->nr_copied; i++)
+      bitmap_store_clear (m->exp->bitmap, m->copied[i].off, m->copied[i].len);
+    dirty_bitmap_abdicate (bm);
+  }
+  else
+    dirty_bitmap_reclaim (bm);
+  m->nr_copied = 0;
+  m->passes++;
+  m->pass_copied = 0;
+  if (m->cancelling || !m->up) {
+    pump (m);
+    return;
+  }
+  if (m->state == MIRROR_SYNCING
+      && dirty_bitmap_dirty_bytes (bm)
+         <= (uint64_t) (m->rate * READY_BUDGET_NS / 1e9) + READY_MIN)
+    set_state (m, MIRROR_READY);
+  if (m->state == MIRROR_CUTOVER) {
+    check_cutover (m);
+    return;
+  }
+  if (dirty_bitmap_dirty_bytes (bm) > 0)
+    mirror_kick (m);
+}
+
+static void
+pump (struct mirror *m)
+{
+  struct dirty_bitmap *bm = live (m);
+  uint64_t size = export_size (m->exp), start, len;
+  uint64_t chunk = m->up && target_max_request (m->tgt) < MAX_CHUNK
+    ? target_max_request (m->tgt) : MAX_CHUNK;
+
+  if (!m->in_pass || m->flushing)
+    goto idle;
+  while (m->up && !m->cancelling && m->ops < MAX_OPS && m->cursor < size
+         && (m->bandwidth == 0 || m->tokens > 0)) {
+    if (dirty_bitmap_next_pending (bm, m->cursor, size - m->cursor, &start, &len) == 1) {
+      m->cursor = size;
+      break;
+    }
+    if (len > chunk)
+      len = chunk;
+    m->cursor = start + len;
+    m->tokens -= (int64_t) len;
+    copy_start (m, start, len);
+  }
+  if (m->ops > 0)
+    return;
+  if (m->in_pass && m->cursor >= size && m->up && !m->cancelling) {
+    m->flushing = true;
+    if (target_flush (m->tgt, pass_end, m) == -1)
+      pass_end (m, EIO);
+    return;
+  }
+  if (m->in_pass && (m->cancelling || !m->up)) {
+    /* Abandoned: keep every bit. */
+    m->in_pass = false;
+    dirty_bitmap_reclaim (bm);
+    m->pass_copied = 0;
+    m->nr_copied = 0;
+  }
+ idle:
+  if (!m->in_pass && m->ops == 0 && !m->flushing && m->cancelling && !m->marking
+      && (m->tgt == NULL || target_in_flight (m->tgt) == 0)) {
+    target_free (m->tgt);
+    m->tgt = NULL;
+    if (m->holds_ref) {
+      /* Nothing of ours is in flight: the export may go. */
+      m->holds_ref = false;
+      export_unref (m->exp);
+    }
+  }
+}
+
+static void
+pass_start (void *opaque)
+{
+  struct mirror *m = opaque;
+  struct dirty_bitmap *bm = live (m);
+
+  m->kick_queued = false;
+  if (m->in_pass || !m->up || m->cancelling || m->flushing
+      || (m->state != MIRROR_SYNCING && m->state != MIRROR_READY
+          && m->state != MIRROR_CUTOVER))
+    return;
+  if (dirty_bitmap_dirty_bytes (bm) == 0) {
+    if (m->state == MIRROR_SYNCING)
+      set_state (m, MIRROR_READY);
+    if (m->state == MIRROR_CUTOVER)
+      check_cutover (m);
+    return;
+  }
+  if (dirty_bitmap_freeze (bm) == -1) {
+    log_err ("mirror %s: %s", m->uri, error_get ());
+    return;
+  }
+  m->in_pass = true;
+  m->pass_failed = false;
+  m->cursor = 0;
+  m->pass_copied = 0;
+  m->nr_copied = 0;
+  pump (m);
+}
+
+void
+mirror_kick (struct mirror *m)
+{
+  if (m == NULL || m->kick_queued || m->in_pass)
+    return;
+  m->kick_queued = true;
+  memset (&m->kick_later, 0, sizeof m->kick_later);
+  loop_defer (m->loop, &m->kick_later, pass_start, m);
+}
+
+/* ---- Time: rate, bandwidth, lag bound ---- */
+
+static void
+on_tick (void *opaque)
+{
+  struct mirror *m = opaque;
+  uint64_t now = loop_now_ns ();
+  double dt = (double) (now - m->window_start_ns) / 1e9;
+  uint64_t dirty;
+
+  if (dt >= 1.0) {
+    double inst = (double) m->window_bytes / dt;
+    m->rate = m->rate == 0 ? inst : 0.5 * m->rate + 0.5 * inst;
+    m->window_bytes = 0;
+    m->window_start_ns = now;
+  }
+  if (m->bandwidth) {
+    m->tokens += (int64_t) (m->bandwidth * TICK_MS / 1000);
+    if (m->tokens > (int64_t) m->bandwidth)
+      m->tokens = (int64_t) m->bandwidth;
+  }
+  /* Guarantee 4: a mirror that cannot keep up blocks writes until it
+   * has caught up, and lets them go again then. */
+  dirty = dirty_bitmap_dirty_bytes (live (m));
+  uint64_t limit = m->exp->spec.max_lag ? m->exp->spec.max_lag : LAG_LIMIT;
+  if (m->async && !m->auto_blocking && dirty > limit && m->up) {
+    m->auto_blocking = true;
+    log_info ("export %s: mirror lags %llu bytes: switching to write-blocking",
+              m->exp->spec.name, (unsigned long long) dirty);
+  }
+  else if (m->auto_blocking && dirty < limit / 2) {
+    m->auto_blocking = false;
+    log_info ("export %s: mirror caught up: back to async", m->exp->spec.name);
+  }
+  if (m->in_pass)
+    pump (m);
+  else if (dirty > 0)
+    mirror_kick (m);
+}
+
+/* ---- The target's life ---- */
+
+static void
+retry_now (void *opaque)
+{
+  struct mirror *m = opaque;
+
+  loop_source_remove (m->retry);
+  m->retry = NULL;
+  if (m->cancelling)
+    return;
+  if (m->tgt && target_in_flight (m->tgt) > 0) {
+    m->retry = loop_add_timer (m->loop, 50, 0, retry_now, m);
+    return;
+  }
+  target_free (m->tgt);
+  m->tgt = NULL;
+  connect_target (m);
+}
+
+static void
+schedule_retry (struct mirror *m)
+{
+  if (m->retry || m->cancelling)
+    return;
+  m->backoff_ms = m->backoff_ms ? m->backoff_ms * 2 : BACKOFF_MIN_MS;
+  if (m->backoff_ms > BACKOFF_MAX_MS)
+    m->backoff_ms = BACKOFF_MAX_MS;
+  m->retry = loop_add_timer (m->loop, m->backoff_ms, 0, retry_now, m);
+}
+
+static bool
+target_acceptable (struct mirror *m)
+{
+  if (target_size (m->tgt) != export_size (m->exp)) {
+    set_error (m, "target size %llu differs from the export's %llu",
+               (unsigned long long) target_size (m->tgt),
+               (unsigned long long) export_size (m->exp));
+    return false;
+  }
+  if (target_is_readonly (m->tgt)) {
+    set_error (m, "target is read-only");
+    return false;
+  }
+  return true;
+}
+
+static void
+on_target (void *opaque, enum target_state st)
+{
+  struct mirror *m = opaque;
+
+  if (st == TARGET_UP) {
+    if (!target_acceptable (m)) {
+      m->cancelling = true;
+      set_state (m, MIRROR_FAILED);
+      job_forget (m);
+      report_started (m, EINVAL);
+      pump (m);
+      return;
+    }
+    m->up = true;
+    m->backoff_ms = 0;
+    m->error[0] = '\0';
+    if (m->state == MIRROR_DISCONNECTED)
+      set_state (m, MIRROR_SYNCING);
+    log_info ("export %s: mirror target %s up (%u connection%s)",
+              m->exp->spec.name, m->uri, target_connections (m->tgt),
+              target_connections (m->tgt) == 1 ? "" : "s");
+    report_started (m, 0);
+    mirror_kick (m);
+    return;
+  }
+  /* Down: keep tracking writes; in-flight copies fail and re-mark. */
+  m->up = false;
+  set_error (m, "%s", target_error (m->tgt));
+  if (m->started && !m->started_later.queued) {
+    /* Never reached, and an admin waits: fail rather than retry. */
+    m->cancelling = true;
+    set_state (m, MIRROR_FAILED);
+    job_forget (m);
+    report_started (m, ENOTCONN);
+    pump (m);
+    return;
+  }
+  if (m->state == MIRROR_CUTOVER) {
+    set_state (m, MIRROR_FAILED);
+    check_cutover (m);
+  }
+  else if (mirror_active (m))
+    set_state (m, MIRROR_DISCONNECTED);
+  schedule_retry (m);
+  pump (m);                     /* last: it may let the export go */
+}
+
+static void
+connect_target (struct mirror *m)
+{
+  m->up = false;
+  m->tgt = target_open (m->loop, m->uri, TARGET_CONNS, on_target, m);
+  if (m->tgt == NULL) {
+    set_error (m, "%s", error_get ());
+    if (m->started) {
+      m->cancelling = true;
+      set_state (m, MIRROR_FAILED);
+      job_forget (m);
+      report_started (m, EINVAL);
+      pump (m);
+      return;
+    }
+    set_state (m, MIRROR_DISCONNECTED);
+    schedule_retry (m);
+  }
+}
+
+/* ---- Start, cancel, status ---- */
+
+static void
+begin (struct mirror *m)
+{
+  m->total_bytes = dirty_bitmap_dirty_bytes (live (m));
+  job_save (m);
+  connect_target (m);
+}
+
+static void
+mark_all_ready (struct bitmap_intent *in, int err)
+{
+  struct mirror *m = in->opaque;
+
+  bitmap_store_end_write (m->exp->bitmap, &m->mark_all);   /* marks it all live */
+  m->marking = false;
+  if (err) {
+    set_error (m, "recording the full sync in the bitmap failed: %s", strerror (err));
+    set_state (m, MIRROR_FAILED);
+    m->cancelling = true;
+    report_started (m, err);
+    pump (m);
+    return;
+  }
+  if (m->cancelling)
+    return;
+  begin (m);
+}
+
+struct mirror *
+mirror_start (struct export *e, const struct mirror_opts *o)
+{
+  struct mirror *m;
+
+  if (e->bitmap == NULL) {
+    error_set (EINVAL, "export %s has no dirty bitmap (bitmap=false)", e->spec.name);
+    return NULL;
+  }
+  if (dirty_bitmap_is_frozen (bitmap_store_live (e->bitmap))) {
+    error_set (EBUSY, "export %s: the bitmap is in use", e->spec.name);
+    return NULL;
+  }
+  m = calloc (1, sizeof *m);
+  if (m == NULL || (m->uri = strdup (o->uri)) == NULL) {
+    free (m);
+    error_set (ENOMEM, "allocating a mirror");
+    return NULL;
+  }
+  m->exp = e;
+  m->loop = ioq_loop (e->img->ioq);
+  m->async = o->async;
+  m->bandwidth = o->bandwidth;
+  m->tokens = (int64_t) o->bandwidth;
+  m->state = MIRROR_SYNCING;
+  m->window_start_ns = loop_now_ns ();
+  m->started = o->started;
+  m->started_opaque = o->opaque;
+  m->tick = loop_add_timer (m->loop, TICK_MS, TICK_MS, on_tick, m);
+  if (m->tick == NULL) {
+    free (m->uri);
+    free (m);
+    return NULL;
+  }
+  export_ref (e);
+  m->holds_ref = true;
+  log_info ("export %s: mirror to %s started (%s%s)", e->spec.name, m->uri,
+            m->async ? "async" : "sync", o->resume ? ", resumed" : "");
+  if (o->resume) {
+    begin (m);
+    return m;
+  }
+  /* A new target may hold anything: everything is copied (holes cost
+   * little).  The marks reach the bitmap file before the job is saved,
+   * so a restart resumes a full sync, never a partial one. */
+  m->marking = true;
+  m->mark_all.ready = mark_all_ready;
+  m->mark_all.opaque = m;
+  if (bitmap_store_begin_write (e->bitmap, &m->mark_all, 0, export_size (e)) == 1)
+    mark_all_ready (&m->mark_all, 0);
+  return m;
+}
+
+void
+mirror_cancel (struct mirror *m, bool keep_job)
+{
+  if (m == NULL || m->cancelling)
+    return;
+  m->cancelling = true;
+  loop_source_remove (m->retry);
+  m->retry = NULL;
+  if (m->started) {
+    /* Whoever waits for the start hears of the cancel now. */
+    mirror_started_fn fn = m->started;
+    m->started = NULL;
+    loop_cancel_deferred (m->loop, &m->started_later);
+    set_error (m, "cancelled");
+    fn (m->started_opaque, ECANCELED);
+  }
+  if (mirror_active (m)) {
+    set_state (m, MIRROR_CANCELLED);
+    if (!keep_job)
+      job_forget (m);
+  }
+  check_cutover (m);
+  pump (m);
+}
+
+bool
+mirror_idle (const struct mirror *m)
+{
+  return m == NULL || !m->holds_ref;
+}
+
+void
+mirror_free (struct mirror *m)
+{
+  if (m == NULL)
+    return;
+  m->started = NULL;
+  loop_cancel_deferred (m->loop, &m->started_later);
+  loop_source_remove (m->tick);
+  loop_source_remove (m->retry);
+  loop_cancel_deferred (m->loop, &m->kick_later);
+  target_free (m->tgt);
+  free (m->copied);
+  free (m->uri);
+  free (m);
+}
+
+static void
+add (json_object *o, const char *k, json_object *v)
+{
+  json_object_object_add (o, k, v);
+}
+
+json_object *
+mirror_status_json (const struct mirror *m)
+{
+  json_object *o = json_object_new_object ();
+  uint64_t rem = m->state == MIRROR_COMPLETED ? 0 : remaining (m);
+  uint64_t total = m->done_bytes + rem;
+
+  add (o, "target", json_object_new_string (m->uri));
+  add (o, "state", json_object_new_string (mirror_state_name (m->state)));
+  add (o, "mode", json_object_new_string (m->async ? "async" : "sync"));
+  add (o, "total_bytes", json_object_new_int64 ((int64_t) (total > m->total_bytes ? total : m->total_bytes)));
+  add (o, "done_bytes", json_object_new_int64 ((int64_t) m->done_bytes));
+  add (o, "remaining_bytes", json_object_new_int64 ((int64_t) rem));
+  add (o, "rate_bytes_per_s", json_object_new_int64 ((int64_t) m->rate));
+  add (o, "eta_s", json_object_new_int64 (m->rate > 0 ? (int64_t) (rem / m->rate) : 0));
+  add (o, "error", m->error[0] ? json_object_new_string (m->error) : NULL);
+  add (o, "write_blocking", json_object_new_boolean (!m->async || m->auto_blocking));
+  add (o, "passes", json_object_new_int ((int) m->passes));
+  add (o, "connections", json_object_new_int (m->tgt && m->up ? (int) target_connections (m->tgt) : 0));
+  add (o, "bandwidth", json_object_new_int64 ((int64_t) m->bandwidth));
+  return o;
+}
+
+/* ---- Write blocking ---- */
+
+struct blocked {
+  struct export_io *x;
+  mirror_write_fn done;
+};
+
+static void
+blocked_done (void *opaque, int err)
+{
+  struct blocked *b = opaque;
+
+  /* The region is in the bitmap either way; a failed target write is
+   * the link's problem, and the next pass fixes it. */
+  b->done (b->x, 0);
+  free (b);
+}
+
+static bool
+blocking (const struct mirror *m)
+{
+  return m->up && !m->cancelling && (!m->async || m->auto_blocking)
+    && (m->state == MIRROR_SYNCING || m->state == MIRROR_READY
+        || m->state == MIRROR_CUTOVER);
+}
+
+int
+mirror_guest_write (struct mirror *m, struct export_io *x, mirror_write_fn done)
+{
+  struct image_io *io = &x->io;
+  struct blocked *b;
+  int r;
+
+  if (m == NULL || !blocking (m) || (b = malloc (sizeof *b)) == NULL)
+    return 0;
+  b->x = x;
+  b->done = done;
+  if (io->cmd == IMAGE_WRITE)
+    r = target_pwrite (m->tgt, io->buf, io->count, io->offset, blocked_done, b);
+  else
+    r = target_zero (m->tgt, io->count, io->offset, blocked_done, b);
+  if (r == -1) {
+    free (b);
+    return 0;
+  }
+  return 1;
+}
+
+int
+mirror_guest_flush (struct mirror *m, struct export_io *x, mirror_write_fn done)
+{
+  struct blocked *b;
+
+  if (m == NULL || !blocking (m) || (b = malloc (sizeof *b)) == NULL)
+    return 0;
+  b->x = x;
+  b->done = done;
+  if (target_flush (m->tgt, blocked_done, b) == -1) {
+    free (b);
+    return 0;
+  }
+  return 1;
+}
+
+/* ---- Cut-over ---- */
+
+bool
+mirror_holds_writes (const struct mirror *m)
+{
+  return m && m->state == MIRROR_CUTOVER && !m->final_flush;
+}
+
+static void
+cutover_finished (struct mirror *m, int err)
+{
+  mirror_cutover_fn done = m->cutover_done;
+  double ms = (double) (loop_now_ns () - m->hold_start_ns) / 1e6;
+
+  m->cutover_done = NULL;
+  if (err == 0) {
+    export_cut_over (m->exp);   /* writes are refused from now on */
+    set_state (m, MIRROR_COMPLETED);
+    job_forget (m);
+    log_info ("export %s: cut over to %s; writes held %.1f ms",
+              m->exp->spec.name, m->uri, ms);
+  }
+  export_release_held (m->exp);
+  if (done)
+    done (m->cutover_opaque, err, ms);
+  if (err == 0) {
+    m->cancelling = true;       /* the job is over: let the target go */
+    pump (m);
+  }
+}
+
+static void
+final_flush_done (void *opaque, int err)
+{
+  struct mirror *m = opaque;
+
+  m->final_flush = false;
+  if (err == 0 && dirty_bitmap_dirty_bytes (live (m)) == 0)
+    bitmap_store_clear (m->exp->bitmap, 0, 0);
+  cutover_finished (m, err ? EIO : 0);
+}
+
+/* Cut-over is done when no guest write is in flight, nothing is dirty
+ * and the target flushed. */
+static void
+check_cutover (struct mirror *m)
+{
+  if (m->cutover_done == NULL || m->final_flush)
+    return;
+  if (m->state != MIRROR_CUTOVER) {
+    set_error (m, "%s", m->error[0] ? m->error : "cut-over interrupted");
+    cutover_finished (m, ECANCELED);
+    return;
+  }
+  if (m->in_pass || m->exp->writes_in_flight > 0)
+    return;
+  if (dirty_bitmap_dirty_bytes (live (m)) > 0) {
+    mirror_kick (m);
+    return;
+  }
+  m->final_flush = true;
+  if (target_flush (m->tgt, final_flush_done, m) == -1)
+    final_flush_done (m, EIO);
+}
+
+int
+mirror_cutover (struct mirror *m, mirror_cutover_fn done, void *opaque)
+{
+  if (m->state != MIRROR_READY && m->state != MIRROR_SYNCING)
+    return error_set (EINVAL, "mirror is %s, not ready", mirror_state_name (m->state));
+  if (!m->up)
+    return error_set (ENOTCONN, "mirror target is not connected");
+  m->cutover_done = done;
+  m->cutover_opaque = opaque;
+  m->hold_start_ns = loop_now_ns ();
+  set_state (m, MIRROR_CUTOVER);
+  check_cutover (m);
+  return 0;
+}
+
+void
+mirror_guest_write_done (struct mirror *m)
+{
+  if (m == NULL)
+    return;
+  if (m->state == MIRROR_CUTOVER)
+    check_cutover (m);
+  else
+    mirror_kick (m);
+}

@@ -1,0 +1,399 @@
+/* SPDX-License-Identifier: MIT */
+/* Mirror targets over libnbd's asynchronous API (target.h).
+ *
+ * Each connection's socket is a loop source whose events follow
+ * nbd_aio_get_direction() after every call into libnbd.  libnbd calls
+ * completion callbacks from inside nbd_aio_notify_*(); ours only record
+ * the result and defer the real work to the loop, so mirror code never
+ * re-enters libnbd from a libnbd callback.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libnbd.h>
+
+#include "common/error.h"
+#include "common/log.h"
+#include "target.h"
+
+#define MAX_CONNS 4
+#define DEFAULT_MAX_REQUEST (32u << 20)
+
+struct tconn {
+  struct target *t;
+  struct nbd_handle *h;
+  struct loop_source *src;
+  bool ready, dead;
+};
+
+struct target {
+  struct loop *loop;
+  char *uri;
+  struct tconn conns[MAX_CONNS];
+  unsigned nr_conns, max_conns, next;
+  target_state_fn on_state;
+  void *opaque;
+  bool up, down;
+  char error[512];
+  uint64_t size;
+  bool readonly, can_zero, can_flush;
+  uint32_t max_request;
+  unsigned in_flight;
+};
+
+struct flush_group {
+  target_done_fn done;
+  void *opaque;
+  unsigned pending;
+  int err;
+};
+
+struct tcmd {
+  struct target *t;
+  target_done_fn done;
+  void *opaque;
+  struct flush_group *grp;
+  int err;
+  struct loop_deferred later;
+};
+
+static void conn_update (struct tconn *c);
+
+/* ---- State ---- */
+
+static void
+go_down (struct target *t, const char *why)
+{
+  if (t->down)
+    return;
+  t->down = true;
+  snprintf (t->error, sizeof t->error, "%s: %s", t->uri, why);
+  log_warn ("mirror target %s", t->error);
+  t->on_state (t->opaque, TARGET_DOWN);
+}
+
+static void
+conn_dead (struct tconn *c)
+{
+  const char *why = nbd_get_error ();
+
+  c->dead = true;
+  c->ready = false;
+  loop_source_remove (c->src);
+  c->src = NULL;
+  go_down (c->t, why && *why ? why : "connection lost");
+}
+
+static int start_conn (struct target *t);
+
+static void
+first_ready (struct target *t, struct nbd_handle *h)
+{
+  int64_t max = nbd_get_block_size (h, LIBNBD_SIZE_MAXIMUM);
+  int64_t size = nbd_get_size (h);
+
+  t->size = size < 0 ? 0 : (uint64_t) size;
+  t->readonly = nbd_is_read_only (h) == 1;
+  t->can_zero = nbd_can_zero (h) == 1;
+  t->can_flush = nbd_can_flush (h) == 1;
+  t->max_request = max > 0 && max <= DEFAULT_MAX_REQUEST
+    ? (uint32_t) max : DEFAULT_MAX_REQUEST;
+  /* Several connections only where the server says a flush on one
+   * covers writes on all (multi-conn). */
+  if (nbd_can_multi_conn (h) == 1)
+    while (t->nr_conns < t->max_conns && start_conn (t) == 0)
+      ;
+  t->up = true;
+  t->on_state (t->opaque, TARGET_UP);
+}
+
+static void
+on_conn_event (void *opaque, uint32_t events)
+{
+  struct tconn *c = opaque;
+  struct target *t = c->t;
+  int r = 0;
+
+  if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+    r = nbd_aio_notify_read (c->h);
+  if (r == 0 && (events & EPOLLOUT))
+    r = nbd_aio_notify_write (c->h);
+  if (r == -1 || nbd_aio_is_dead (c->h) || nbd_aio_is_closed (c->h)) {
+    conn_dead (c);
+    return;
+  }
+  if (!c->ready && nbd_aio_is_ready (c->h)) {
+    c->ready = true;
+    if (!t->up)
+      first_ready (t, c->h);
+  }
+  conn_update (c);
+}
+
+static void
+conn_update (struct tconn *c)
+{
+  unsigned dir;
+  uint32_t ev = 0;
+
+  if (c->dead || c->src == NULL)
+    return;
+  dir = nbd_aio_get_direction (c->h);
+  if (dir & LIBNBD_AIO_DIRECTION_READ)
+    ev |= EPOLLIN;
+  if (dir & LIBNBD_AIO_DIRECTION_WRITE)
+    ev |= EPOLLOUT;
+  loop_source_set_events (c->src, ev);
+}
+
+static int
+start_conn (struct target *t)
+{
+  struct tconn *c = &t->conns[t->nr_conns];
+  int fd;
+
+  c->t = t;
+  c->h = nbd_create ();
+  if (c->h == NULL)
+    return error_set (ENOMEM, "nbd_create: %s", nbd_get_error ());
+  if (nbd_aio_connect_uri (c->h, t->uri) == -1
+      || (fd = nbd_aio_get_fd (c->h)) == -1) {
+    error_set (0, "%s", nbd_get_error ());
+    nbd_close (c->h);
+    c->h = NULL;
+    return -1;
+  }
+  c->src = loop_add_fd (t->loop, fd, EPOLLIN | EPOLLOUT, on_conn_event, c);
+  if (c->src == NULL) {
+    nbd_close (c->h);
+    c->h = NULL;
+    return -1;
+  }
+  t->nr_conns++;
+  conn_update (c);
+  return 0;
+}
+
+struct target *
+target_open (struct loop *loop, const char *uri, unsigned max_conns,
+             target_state_fn on_state, void *opaque)
+{
+  struct target *t = calloc (1, sizeof *t);
+
+  if (t == NULL || (t->uri = strdup (uri)) == NULL) {
+    free (t);
+    error_set (ENOMEM, "allocating a target");
+    return NULL;
+  }
+  t->loop = loop;
+  t->on_state = on_state;
+  t->opaque = opaque;
+  t->max_conns = max_conns < 1 ? 1 : max_conns > MAX_CONNS ? MAX_CONNS : max_conns;
+  if (start_conn (t) == -1) {
+    error_prefix ("%s", uri);
+    free (t->uri);
+    free (t);
+    return NULL;
+  }
+  return t;
+}
+
+void
+target_free (struct target *t)
+{
+  if (t == NULL)
+    return;
+  for (unsigned i = 0; i < t->nr_conns; i++) {
+    loop_source_remove (t->conns[i].src);
+    if (t->conns[i].h)
+      nbd_close (t->conns[i].h);
+  }
+  free (t->uri);
+  free (t);
+}
+
+const char *target_error (const struct target *t) { return t->error; }
+uint64_t target_size (const struct target *t) { return t->size; }
+bool target_is_readonly (const struct target *t) { return t->readonly; }
+bool target_can_zero (const struct target *t) { return t->can_zero; }
+bool target_can_flush (const struct target *t) { return t->can_flush; }
+uint32_t target_max_request (const struct target *t) { return t->max_request; }
+unsigned target_in_flight (const struct target *t) { return t->in_flight; }
+
+unsigned
+target_connections (const struct target *t)
+{
+  unsigned n = 0;
+
+  for (unsigned i = 0; i < t->nr_conns; i++)
+    n += t->conns[i].ready;
+  return n;
+}
+
+/* ---- Commands ---- */
+
+static void
+cmd_finish (void *opaque)
+{
+  struct tcmd *cmd = opaque;
+  struct target *t = cmd->t;
+
+  t->in_flight--;
+  if (cmd->grp) {
+    struct flush_group *g = cmd->grp;
+    if (cmd->err && !g->err)
+      g->err = cmd->err;
+    if (--g->pending == 0) {
+      g->done (g->opaque, g->err);
+      free (g);
+    }
+  }
+  else
+    cmd->done (cmd->opaque, cmd->err);
+  free (cmd);
+}
+
+/* Called by libnbd inside nbd_aio_notify_*: record, defer, retire. */
+static int
+cmd_callback (void *user_data, int *error)
+{
+  struct tcmd *cmd = user_data;
+
+  cmd->err = *error;
+  memset (&cmd->later, 0, sizeof cmd->later);
+  loop_defer (cmd->t->loop, &cmd->later, cmd_finish, cmd);
+  return 1;
+}
+
+static struct tconn *
+pick (struct target *t)
+{
+  for (unsigned i = 0; i < t->nr_conns; i++) {
+    struct tconn *c = &t->conns[(t->next + i) % t->nr_conns];
+    if (c->ready && !c->dead) {
+      t->next = (unsigned) (c - t->conns) + 1;
+      return c;
+    }
+  }
+  return NULL;
+}
+
+static struct tcmd *
+cmd_new (struct target *t, target_done_fn done, void *opaque)
+{
+  struct tcmd *cmd = calloc (1, sizeof *cmd);
+
+  if (cmd) {
+    cmd->t = t;
+    cmd->done = done;
+    cmd->opaque = opaque;
+  }
+  return cmd;
+}
+
+/* Hands CMD to libnbd on C (KIND: 'w'rite, 'z'ero, 'f'lush). */
+static int
+submit (struct tconn *c, struct tcmd *cmd, char kind, const void *buf,
+        uint64_t count, uint64_t offset)
+{
+  nbd_completion_callback cb = { .callback = cmd_callback, .user_data = cmd };
+  int64_t r;
+
+  switch (kind) {
+  case 'w': r = nbd_aio_pwrite (c->h, buf, count, offset, cb, 0); break;
+  case 'z': r = nbd_aio_zero (c->h, count, offset, cb, 0); break;
+  default:  r = nbd_aio_flush (c->h, cb, 0); break;
+  }
+  if (r == -1) {
+    error_set (EIO, "%s: %s", c->t->uri, nbd_get_error ());
+    return -1;
+  }
+  c->t->in_flight++;
+  conn_update (c);
+  return 0;
+}
+
+static int
+one (struct target *t, char kind, const void *buf, uint64_t count,
+     uint64_t offset, target_done_fn done, void *opaque)
+{
+  struct tconn *c = t->down ? NULL : pick (t);
+  struct tcmd *cmd;
+
+  if (c == NULL)
+    return error_set (ENOTCONN, "%s: not connected", t->uri);
+  cmd = cmd_new (t, done, opaque);
+  if (cmd == NULL)
+    return error_set (ENOMEM, "allocating a command");
+  if (submit (c, cmd, kind, buf, count, offset) == -1) {
+    free (cmd);
+    return -1;
+  }
+  return 0;
+}
+
+int
+target_pwrite (struct target *t, const void *buf, uint64_t count,
+               uint64_t offset, target_done_fn done, void *opaque)
+{
+  return one (t, 'w', buf, count, offset, done, opaque);
+}
+
+int
+target_zero (struct target *t, uint64_t count, uint64_t offset,
+             target_done_fn done, void *opaque)
+{
+  return one (t, 'z', NULL, count, offset, done, opaque);
+}
+
+int
+target_flush (struct target *t, target_done_fn done, void *opaque)
+{
+  struct flush_group *g;
+  unsigned n = 0;
+
+  if (t->down)
+    return error_set (ENOTCONN, "%s: not connected", t->uri);
+  g = calloc (1, sizeof *g);
+  if (g == NULL)
+    return error_set (ENOMEM, "allocating a flush");
+  g->done = done;
+  g->opaque = opaque;
+  g->pending = 1;               /* held while submitting */
+  for (unsigned i = 0; i < t->nr_conns; i++) {
+    struct tconn *c = &t->conns[i];
+    struct tcmd *cmd;
+    if (!c->ready || c->dead || !t->can_flush)
+      continue;
+    cmd = cmd_new (t, NULL, NULL);
+    if (cmd == NULL)
+      continue;
+    cmd->grp = g;
+    g->pending++;
+    if (submit (c, cmd, 'f', NULL, 0, 0) == -1) {
+      g->pending--;
+      g->err = EIO;
+      free (cmd);
+      continue;
+    }
+    n++;
+  }
+  /* Release the hold from the loop, like any completion. */
+  struct tcmd *hold = cmd_new (t, NULL, NULL);
+  if (hold == NULL) {
+    g->pending--;
+    if (g->pending == 0)
+      free (g);
+    return error_set (ENOMEM, "allocating a flush");
+  }
+  hold->grp = g;
+  hold->err = (n == 0 && t->can_flush) ? ENOTCONN : 0;
+  t->in_flight++;
+  memset (&hold->later, 0, sizeof hold->later);
+  loop_defer (t->loop, &hold->later, cmd_finish, hold);
+  return 0;
+}

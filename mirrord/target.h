@@ -1,0 +1,55 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef MIRRORD_TARGET_H
+#define MIRRORD_TARGET_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/loop.h"
+
+/* A mirror target: one or more libnbd connections to an NBD URI, driven
+ * by mirrord's loop through libnbd's asynchronous API.
+ *
+ * target_open() starts connecting every connection; on_state() is
+ * called once with TARGET_UP when the first one is ready (the others
+ * join as they come), or TARGET_DOWN (message in target_error()) when
+ * the target cannot be reached or a live connection dies.  After
+ * TARGET_DOWN the target is dead: free it and open a new one.
+ *
+ * Commands complete through their callback, always from the loop and
+ * never inside the submitting call (libnbd's own callbacks only record
+ * the result; the callback runs from a deferred call).  err is 0 or a
+ * positive errno.
+ */
+
+struct target;
+
+enum target_state { TARGET_UP, TARGET_DOWN };
+typedef void (*target_state_fn) (void *opaque, enum target_state st);
+typedef void (*target_done_fn) (void *opaque, int err);
+
+struct target *target_open (struct loop *loop, const char *uri,
+                            unsigned max_conns, target_state_fn on_state,
+                            void *opaque);
+void target_free (struct target *t);
+const char *target_error (const struct target *t);
+
+/* Valid once up. */
+uint64_t target_size (const struct target *t);
+bool target_is_readonly (const struct target *t);
+bool target_can_zero (const struct target *t);
+bool target_can_flush (const struct target *t);
+uint32_t target_max_request (const struct target *t);
+unsigned target_connections (const struct target *t);
+
+/* Returns 0, or -1 with error_set() if the command could not be
+ * queued (the target is down). */
+int target_pwrite (struct target *t, const void *buf, uint64_t count,
+                   uint64_t offset, target_done_fn done, void *opaque);
+int target_zero (struct target *t, uint64_t count, uint64_t offset,
+                 target_done_fn done, void *opaque);
+/* Flushes every connection; DONE once all have. */
+int target_flush (struct target *t, target_done_fn done, void *opaque);
+unsigned target_in_flight (const struct target *t);
+
+#endif
