@@ -247,7 +247,7 @@ mirror_started (void *opaque, int err)
   struct waiter *w = opaque;
 
   if (err) {
-    error_set (err, "mirror to target failed: %s",
+    error_set (0, "mirror to target failed: %s",
                w->e->mirror ? mirror_error (w->e->mirror) : "?");
     waiter_done (w, NULL);
     return;
@@ -309,7 +309,7 @@ cutover_done (void *opaque, int err, double downtime_ms)
   json_object *r;
 
   if (err) {
-    error_set (err, "cut-over failed: %s",
+    error_set (0, "cut-over failed: %s",
                w->e->mirror ? mirror_error (w->e->mirror) : "?");
     waiter_done (w, NULL);
     return;

@@ -80,9 +80,15 @@ refused(c.call({"command": "export-add", "name": "x", "path": d + "/a.img",
                 "granularity": "3K"}), "granularity")
 refused(c.call({"command": "export-add", "name": "vm1", "path": d + "/a.img"}),
         "already exists", 17)
-for cmd in ("mirror-start", "mirror-cutover", "mirror-cancel", "promote",
-            "demote", "verify"):
+for cmd in ("promote", "demote", "verify"):
     refused(c.call({"command": cmd, "export": "vm1"}), "unknown command '%s'" % cmd)
+refused(c.call({"command": "mirror-start", "export": "vm1"}), 'needs a "uri"')
+refused(c.call({"command": "mirror-start", "export": "vm1", "uri": "nbd://x/y",
+                "mode": "fast"}), "sync or async")
+refused(c.call({"command": "mirror-start", "export": "vm9", "uri": "nbd://x/y"}),
+        "not found")
+refused(c.call({"command": "mirror-cancel", "export": "vm1"}), "no active mirror")
+refused(c.call({"command": "mirror-cutover", "export": "vm1"}), "no active mirror")
 # Pipelined requests in one write, and one request in many writes.
 c.send('{"command": "version"}\n\n{"command": "status"}\n{"command": "bad"}\n')
 r = c.reply()

@@ -114,14 +114,19 @@ check_unknown () {
   grep -q "unknown command '$cmd'" "$TESTDIR/err" \
     || fail "mirrorctl $*: $(cat "$TESTDIR/err")"
 }
-check_unknown mirror-start mirror start vm1 "nbd://127.0.0.1:1/vm1" --mode async
-check_unknown mirror-cutover mirror cutover vm1 --timeout 5
-check_unknown mirror-cancel mirror cancel vm1
+# Mirror commands the daemon refuses here: exit 1 and the reason.
+expect_status 1 ctl s mirror start vm1 "nbd://127.0.0.1:1/vm1" --mode async 2>"$TESTDIR/err"
+grep -q 'mirror to target failed.*127.0.0.1:1.*refused' "$TESTDIR/err" \
+  || fail "mirror start: $(cat "$TESTDIR/err")"
+expect_status 1 ctl s mirror cutover vm1 --timeout 5 2>"$TESTDIR/err"
+grep -q 'has no active mirror' "$TESTDIR/err" || fail "cutover: $(cat "$TESTDIR/err")"
+expect_status 1 ctl s mirror cancel vm1 2>"$TESTDIR/err"
+grep -q 'has no active mirror' "$TESTDIR/err" || fail "cancel: $(cat "$TESTDIR/err")"
 check_unknown promote promote vm1 --force
 check_unknown demote demote vm1
 check_unknown verify verify vm1
 expect_status 1 ctl s mirror wait vm1 --timeout 5 2>"$TESTDIR/err"
-grep -q 'vm1 has no mirror' "$TESTDIR/err" || fail "mirror wait: $(cat "$TESTDIR/err")"
+grep -q 'vm1.*failed' "$TESTDIR/err" || fail "mirror wait: $(cat "$TESTDIR/err")"
 
 # The daemon is still fine after all that.
 ctl s status >/dev/null
