@@ -54,8 +54,10 @@ struct mirror {
   double rate;                  /* bytes/s */
   int64_t tokens;               /* bandwidth budget, bytes */
 
-  /* Write blocking. */
+  /* Write blocking: guest writes whose acknowledgment waits for the
+   * mirror to get the lag back under max-lag. */
   bool auto_blocking;
+  struct list throttled;
 
   /* Cut-over. */
   mirror_cutover_fn cutover_done;
@@ -94,6 +96,8 @@ struct copy {
 static void pump (struct mirror *m);
 static void pass_start (void *opaque);
 static void begin (struct mirror *m);
+static uint64_t lag_limit (const struct mirror *m);
+static void release_throttled (struct mirror *m);
 static void mark_all_ready (struct bitmap_intent *in, int err);
 static void check_cutover (struct mirror *m);
 static void connect_target (struct mirror *m);
@@ -328,6 +332,7 @@ copy_step (struct copy *c)
       copy_end (c, EIO);
     return;
   }
+  m->tokens -= (int64_t) c->piece;   /* --bandwidth counts data sent */
   memset (&c->io, 0, sizeof c->io);
   c->io.cmd = IMAGE_READ;
   c->io.offset = c->pos;
@@ -400,6 +405,8 @@ pass_end (void *opaque, int err)
   m->nr_copied = 0;
   m->passes++;
   m->pass_copied = 0;
+  if (m->auto_blocking && dirty_bitmap_dirty_bytes (bm) <= lag_limit (m) / 2)
+    release_throttled (m);
   if (m->cancelling || !m->up) {
     pump (m);
     return;
@@ -434,8 +441,14 @@ pump (struct mirror *m)
     }
     if (len > chunk)
       len = chunk;
+    /* Under --bandwidth no copy is much bigger than the budget left;
+     * whole granules, or their bits could never be cleared. */
+    if (m->bandwidth && len > (uint64_t) m->tokens) {
+      uint64_t g = dirty_bitmap_granularity (bm);
+      uint64_t budget = (uint64_t) m->tokens / g * g;
+      len = budget < g ? g : budget;
+    }
     m->cursor = start + len;
-    m->tokens -= (int64_t) len;
     copy_start (m, start, len);
   }
   if (m->ops > 0)
@@ -527,23 +540,44 @@ on_tick (void *opaque)
     if (m->tokens > (int64_t) m->bandwidth)
       m->tokens = (int64_t) m->bandwidth;
   }
-  /* Guarantee 4: a mirror that cannot keep up blocks writes until it
-   * has caught up, and lets them go again then. */
+  /* Guarantee 4: writes held by an over-long lag go again once the
+   * mirror has caught up (to half the bound, so it does not flap). */
   dirty = dirty_bitmap_dirty_bytes (live (m));
-  uint64_t limit = m->exp->spec.max_lag ? m->exp->spec.max_lag : LAG_LIMIT;
-  if (m->async && !m->auto_blocking && dirty > limit && m->up) {
-    m->auto_blocking = true;
-    log_info ("export %s: mirror lags %llu bytes: switching to write-blocking",
-              m->exp->spec.name, (unsigned long long) dirty);
-  }
-  else if (m->auto_blocking && dirty < limit / 2) {
-    m->auto_blocking = false;
-    log_info ("export %s: mirror caught up: back to async", m->exp->spec.name);
-  }
+  if (m->auto_blocking && (dirty <= lag_limit (m) / 2 || !m->up))
+    release_throttled (m);
   if (m->in_pass)
     pump (m);
   else if (dirty > 0)
     mirror_kick (m);
+}
+
+/* ---- Lag bound ---- */
+
+static uint64_t
+lag_limit (const struct mirror *m)
+{
+  return m->exp->spec.max_lag ? m->exp->spec.max_lag : LAG_LIMIT;
+}
+
+struct blocked {
+  struct list node;
+  struct export_io *x;
+  mirror_write_fn done;
+  struct mirror *m;
+};
+
+static void
+release_throttled (struct mirror *m)
+{
+  if (m->auto_blocking)
+    log_info ("export %s: mirror caught up: writes flow again", m->exp->spec.name);
+  m->auto_blocking = false;
+  while (!list_empty (&m->throttled)) {
+    struct blocked *b = list_entry (m->throttled.next, struct blocked, node);
+    list_del (&b->node);
+    b->done (b->x, 0);
+    free (b);
+  }
 }
 
 /* ---- The target's life ---- */
@@ -719,6 +753,7 @@ mirror_start (struct export *e, const struct mirror_opts *o)
   m->window_start_ns = loop_now_ns ();
   m->started = o->started;
   m->started_opaque = o->opaque;
+  list_init (&m->throttled);
   m->tick = loop_add_timer (m->loop, TICK_MS, TICK_MS, on_tick, m);
   if (m->tick == NULL) {
     free (m->uri);
@@ -765,6 +800,7 @@ mirror_cancel (struct mirror *m, bool keep_job)
     if (!keep_job)
       job_forget (m);
   }
+  release_throttled (m);
   check_cutover (m);
   pump (m);
 }
@@ -814,6 +850,7 @@ mirror_status_json (const struct mirror *m)
   add (o, "eta_s", json_object_new_int64 (m->rate > 0 ? (int64_t) (rem / m->rate) : 0));
   add (o, "error", m->error[0] ? json_object_new_string (m->error) : NULL);
   add (o, "write_blocking", json_object_new_boolean (!m->async || m->auto_blocking));
+  add (o, "lag_bound_held", json_object_new_boolean (m->auto_blocking));
   add (o, "passes", json_object_new_int ((int) m->passes));
   add (o, "connections", json_object_new_int (m->tgt && m->up ? (int) target_connections (m->tgt) : 0));
   add (o, "bandwidth", json_object_new_int64 ((int64_t) m->bandwidth));
@@ -822,28 +859,44 @@ mirror_status_json (const struct mirror *m)
 
 /* ---- Write blocking ---- */
 
-struct blocked {
-  struct export_io *x;
-  mirror_write_fn done;
-};
-
-static void
-blocked_done (void *opaque, int err)
+static bool
+active_for_writes (const struct mirror *m)
 {
-  struct blocked *b = opaque;
+  return !m->cancelling && (m->state == MIRROR_SYNCING || m->state == MIRROR_READY
+                            || m->state == MIRROR_CUTOVER
+                            || m->state == MIRROR_DISCONNECTED);
+}
 
-  /* The region is in the bitmap either way; a failed target write is
-   * the link's problem, and the next pass fixes it. */
+/* The write is on the target (sync mode) or needs not be: hold its
+ * acknowledgment while the lag is over the bound.  Guests are slowed
+ * to the mirror's pace; the bound holds. */
+static void
+throttle_or_done (struct blocked *b)
+{
+  struct mirror *m = b->m;
+
+  if (active_for_writes (m) && m->up
+      && dirty_bitmap_dirty_bytes (live (m)) > lag_limit (m)) {
+    if (!m->auto_blocking)
+      log_info ("export %s: mirror lags %llu bytes (max-lag %llu): "
+                "switching to write-blocking", m->exp->spec.name,
+                (unsigned long long) dirty_bitmap_dirty_bytes (live (m)),
+                (unsigned long long) lag_limit (m));
+    m->auto_blocking = true;
+    list_add_tail (&m->throttled, &b->node);
+    mirror_kick (m);
+    return;
+  }
   b->done (b->x, 0);
   free (b);
 }
 
-static bool
-blocking (const struct mirror *m)
+static void
+target_has_it (void *opaque, int err)
 {
-  return m->up && !m->cancelling && (!m->async || m->auto_blocking)
-    && (m->state == MIRROR_SYNCING || m->state == MIRROR_READY
-        || m->state == MIRROR_CUTOVER);
+  /* The region is in the bitmap either way: a failed target write is
+   * the link's problem, and a pass copies it again. */
+  throttle_or_done (opaque);
 }
 
 int
@@ -853,19 +906,32 @@ mirror_guest_write (struct mirror *m, struct export_io *x, mirror_write_fn done)
   struct blocked *b;
   int r;
 
-  if (m == NULL || !blocking (m) || (b = malloc (sizeof *b)) == NULL)
+  if (m == NULL || !active_for_writes (m) || (b = malloc (sizeof *b)) == NULL)
     return 0;
   b->x = x;
   b->done = done;
-  if (io->cmd == IMAGE_WRITE)
-    r = target_pwrite (m->tgt, io->buf, io->count, io->offset, blocked_done, b);
-  else
-    r = target_zero (m->tgt, io->count, io->offset, blocked_done, b);
-  if (r == -1) {
-    free (b);
-    return 0;
+  b->m = m;
+  list_init (&b->node);
+  if (m->async || !m->up) {
+    throttle_or_done (b);
+    return 1;
   }
+  if (io->cmd == IMAGE_WRITE)
+    r = target_pwrite (m->tgt, io->buf, io->count, io->offset, target_has_it, b);
+  else
+    r = target_zero (m->tgt, io->count, io->offset, target_has_it, b);
+  if (r == -1)
+    throttle_or_done (b);
   return 1;
+}
+
+static void
+flushed (void *opaque, int err)
+{
+  struct blocked *b = opaque;
+
+  b->done (b->x, 0);
+  free (b);
 }
 
 int
@@ -873,11 +939,13 @@ mirror_guest_flush (struct mirror *m, struct export_io *x, mirror_write_fn done)
 {
   struct blocked *b;
 
-  if (m == NULL || !blocking (m) || (b = malloc (sizeof *b)) == NULL)
+  if (m == NULL || m->async || !m->up || !active_for_writes (m)
+      || (b = malloc (sizeof *b)) == NULL)
     return 0;
   b->x = x;
   b->done = done;
-  if (target_flush (m->tgt, blocked_done, b) == -1) {
+  b->m = m;
+  if (target_flush (m->tgt, flushed, b) == -1) {
     free (b);
     return 0;
   }
