@@ -9,9 +9,7 @@ requires strace -V
 requires qemu-io --version
 
 # 4 GiB: 65536 granules in 3 bitmap blocks.  Granule 0 (block 0) is
-# recorded first; the fresh write goes to 3 GiB (block 1).  (A failed
-# metadata write leaves its block's on-disk state unknown, so writes
-# into that block wait for a flush that succeeds.)
+# recorded first; the fresh write goes to 3 GiB (block 1).
 truncate -s 4G "$TESTDIR/disk.img"
 start_mirrord a --export "vm1=$TESTDIR/disk.img"
 pid=$(mirrord_pid a)
