@@ -44,6 +44,7 @@ struct ioq {
   struct list finished;         /* done by a worker, not yet reported */
   pthread_t *threads;
   unsigned nr_threads;
+  unsigned idle;                /* workers waiting for work */
   bool quit;
 };
 
@@ -94,8 +95,11 @@ worker (void *arg)
 
   pthread_mutex_lock (&q->lock);
   for (;;) {
-    while (!q->quit && list_empty (&q->work))
+    while (!q->quit && list_empty (&q->work)) {
+      q->idle++;
       pthread_cond_wait (&q->cond, &q->lock);
+      q->idle--;
+    }
     if (q->quit && list_empty (&q->work))
       break;
     struct ioq_op *op = list_entry (q->work.next, struct ioq_op, node);
@@ -105,8 +109,10 @@ worker (void *arg)
     op->result = run_blocking (op);
 
     pthread_mutex_lock (&q->lock);
+    /* One wake-up per batch: the loop takes the whole list at once. */
+    bool wake = list_empty (&q->finished);
     list_add_tail (&q->finished, &op->node);
-    if (write (q->efd, &one, sizeof one) != sizeof one)
+    if (wake && write (q->efd, &one, sizeof one) != sizeof one)
       log_err ("ioq: eventfd write failed");
   }
   pthread_mutex_unlock (&q->lock);
@@ -118,7 +124,8 @@ to_thread (struct ioq *q, struct ioq_op *op)
 {
   pthread_mutex_lock (&q->lock);
   list_add_tail (&q->work, &op->node);
-  pthread_cond_signal (&q->cond);
+  if (q->idle > 0)              /* busy workers pick it up anyway */
+    pthread_cond_signal (&q->cond);
   pthread_mutex_unlock (&q->lock);
 }
 

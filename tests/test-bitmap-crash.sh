@@ -3,7 +3,8 @@
 # Write intent under kill -9: a client writes to random granules while
 # mirrord is killed.  After the restart every granule whose write was
 # acknowledged is marked, and nothing outside the granules the client
-# sent writes to (the resync would copy only those, never the disk).
+# sent writes to (random writes mark exactly; the resync would copy only
+# those, never the disk).
 source "${top_srcdir:-$(dirname "$0")/..}/tests/functions.sh"
 
 G=65536
