@@ -33,7 +33,7 @@
  * flush per 4 MiB instead of one per granule, while random writes mark
  * only their own granules.  The live bitmap stays exact; after a crash at
  * most 4 MiB ahead of each sequential stream is copied for nothing. */
-#define INTENT_AHEAD (4u << 20)
+#define INTENT_AHEAD (64u << 20)
 
 struct bitmap_store {
   char *path;
@@ -52,6 +52,7 @@ struct bitmap_store {
   uint8_t *block_dirty;         /* must be written */
   struct hbitmap *pending_next, *pending_now;
   uint64_t last_end;            /* granule after the last write: streams */
+  uint64_t stream_to;           /* a stream is marked up to here */
   uint64_t next_seq, durable_seq;
   bool flushing;
   struct loop_deferred flush_later;
@@ -613,9 +614,18 @@ bitmap_store_begin_write (struct bitmap_store *s, struct bitmap_intent *in,
   /* A stream: this write starts at (or inside the last granule of) the
    * previous one's end and goes past it. */
   if (s->last_end != UINT64_MAX && bit <= s->last_end && bit + 1 >= s->last_end
-      && end > s->last_end && bit + ahead > end)
-    end = bit + ahead < s->nr_bits ? bit + ahead : s->nr_bits;
-  s->last_end = in->first + in->count;
+      && end > s->last_end) {
+    if (s->stream_to < end + ahead / 2) {
+      uint64_t from = s->stream_to > end ? s->stream_to : end;
+      uint64_t to = end + ahead < s->nr_bits ? end + ahead : s->nr_bits;
+      if (to > from)
+        mark_new (s, from, to - from);
+      s->stream_to = to;
+    }
+  }
+  else
+    s->stream_to = 0;
+  s->last_end = end;
   mark_new (s, bit, end - bit);
   /* Wait for the flush that makes this write's own granules durable. */
   if (overlaps_pending (s->pending_next, in->first, in->count))
