@@ -54,6 +54,8 @@ struct mirror {
   double rate;                  /* bytes/s */
   int64_t tokens;               /* bandwidth budget, bytes */
 
+  uint64_t zeroes_skipped;       /* zero ranges the target already had */
+
   /* Write blocking: guest writes whose acknowledgment waits for the
    * mirror to get the lag back under max-lag. */
   bool auto_blocking;
@@ -298,6 +300,20 @@ piece_done (void *opaque, int err)
 }
 
 static void
+zero_probe_done (void *opaque, int err, uint64_t zero_bytes)
+{
+  struct copy *c = opaque;
+
+  if (err == 0 && zero_bytes >= c->piece) {
+    c->m->zeroes_skipped += c->piece;
+    piece_done (c, 0);          /* already zero there: nothing to send */
+    return;
+  }
+  if (target_zero (c->m->tgt, c->piece, c->pos, piece_done, c) == -1)
+    copy_end (c, EIO);
+}
+
+static void
 read_done (struct image_io *io, int err)
 {
   struct copy *c = io->opaque;
@@ -328,6 +344,10 @@ copy_step (struct copy *c)
   if (c->pos + c->piece > end)
     c->piece = end - c->pos;
   if (e && (e->flags & IMAGE_EXTENT_ZERO) && target_can_zero (m->tgt)) {
+    /* Zero only what the target does not already read as zero. */
+    if (target_can_block_status (m->tgt)
+        && target_zero_prefix (m->tgt, c->piece, c->pos, zero_probe_done, c) == 0)
+      return;
     if (target_zero (m->tgt, c->piece, c->pos, piece_done, c) == -1)
       copy_end (c, EIO);
     return;
@@ -854,6 +874,7 @@ mirror_status_json (const struct mirror *m)
   add (o, "passes", json_object_new_int ((int) m->passes));
   add (o, "connections", json_object_new_int (m->tgt && m->up ? (int) target_connections (m->tgt) : 0));
   add (o, "bandwidth", json_object_new_int64 ((int64_t) m->bandwidth));
+  add (o, "zeroes_skipped_bytes", json_object_new_int64 ((int64_t) m->zeroes_skipped));
   return o;
 }
 

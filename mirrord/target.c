@@ -40,7 +40,7 @@ struct target {
   bool up, down;
   char error[512];
   uint64_t size;
-  bool readonly, can_zero, can_flush;
+  bool readonly, can_zero, can_flush, can_bs;
   uint32_t max_request;
   unsigned in_flight;
 };
@@ -55,9 +55,11 @@ struct flush_group {
 struct tcmd {
   struct target *t;
   target_done_fn done;
+  target_zeroes_fn zeroes_done;
   void *opaque;
   struct flush_group *grp;
   int err;
+  uint64_t bs_offset, bs_count, zero_bytes;
   struct loop_deferred later;
 };
 
@@ -100,6 +102,7 @@ first_ready (struct target *t, struct nbd_handle *h)
   t->readonly = nbd_is_read_only (h) == 1;
   t->can_zero = nbd_can_zero (h) == 1;
   t->can_flush = nbd_can_flush (h) == 1;
+  t->can_bs = nbd_can_meta_context (h, "base:allocation") == 1;
   t->max_request = max > 0 && max <= DEFAULT_MAX_REQUEST
     ? (uint32_t) max : DEFAULT_MAX_REQUEST;
   /* Several connections only where the server says a flush on one
@@ -160,6 +163,8 @@ start_conn (struct target *t)
   c->h = nbd_create ();
   if (c->h == NULL)
     return error_set (ENOMEM, "nbd_create: %s", nbd_get_error ());
+  /* To skip zeroing what the target already reads as zero. */
+  nbd_add_meta_context (c->h, "base:allocation");
   if (nbd_aio_connect_uri (c->h, t->uri) == -1
       || (fd = nbd_aio_get_fd (c->h)) == -1) {
     error_set (0, "%s", nbd_get_error ());
@@ -252,9 +257,31 @@ cmd_finish (void *opaque)
       free (g);
     }
   }
+  else if (cmd->zeroes_done)
+    cmd->zeroes_done (cmd->opaque, cmd->err, cmd->err ? 0 : cmd->zero_bytes);
   else
     cmd->done (cmd->opaque, cmd->err);
   free (cmd);
+}
+
+/* Called by libnbd with the target's extents: count the zero prefix.
+ * Pure arithmetic, as libnbd callbacks must be. */
+static int
+extent_callback (void *user_data, const char *metacontext, uint64_t offset,
+                 uint32_t *entries, size_t nr, int *error)
+{
+  struct tcmd *cmd = user_data;
+  uint64_t zero = 0;
+
+  if (strcmp (metacontext, "base:allocation") != 0)
+    return 0;
+  for (size_t i = 0; i + 1 < nr; i += 2) {
+    if (!(entries[i + 1] & LIBNBD_STATE_ZERO))
+      break;
+    zero += entries[i];
+  }
+  cmd->zero_bytes = zero < cmd->bs_count ? zero : cmd->bs_count;
+  return 0;
 }
 
 /* Called by libnbd inside nbd_aio_notify_*: record, defer, retire. */
@@ -295,7 +322,8 @@ cmd_new (struct target *t, target_done_fn done, void *opaque)
   return cmd;
 }
 
-/* Hands CMD to libnbd on C (KIND: 'w'rite, 'z'ero, 'f'lush). */
+/* Hands CMD to libnbd on C (KIND: 'w'rite, 'z'ero, 'f'lush, 'b'lock
+ * status). */
 static int
 submit (struct tconn *c, struct tcmd *cmd, char kind, const void *buf,
         uint64_t count, uint64_t offset)
@@ -306,6 +334,13 @@ submit (struct tconn *c, struct tcmd *cmd, char kind, const void *buf,
   switch (kind) {
   case 'w': r = nbd_aio_pwrite (c->h, buf, count, offset, cb, 0); break;
   case 'z': r = nbd_aio_zero (c->h, count, offset, cb, 0); break;
+  case 'b': {
+    nbd_extent_callback ecb = { .callback = extent_callback, .user_data = cmd };
+    cmd->bs_offset = offset;
+    cmd->bs_count = count;
+    r = nbd_aio_block_status (c->h, count, offset, ecb, cb, 0);
+    break;
+  }
   default:  r = nbd_aio_flush (c->h, cb, 0); break;
   }
   if (r == -1) {
@@ -348,6 +383,32 @@ target_zero (struct target *t, uint64_t count, uint64_t offset,
              target_done_fn done, void *opaque)
 {
   return one (t, 'z', NULL, count, offset, done, opaque);
+}
+
+bool
+target_can_block_status (const struct target *t)
+{
+  return t->can_bs;
+}
+
+int
+target_zero_prefix (struct target *t, uint64_t count, uint64_t offset,
+                    target_zeroes_fn done, void *opaque)
+{
+  struct tconn *c = t->down ? NULL : pick (t);
+  struct tcmd *cmd;
+
+  if (c == NULL || !t->can_bs)
+    return error_set (ENOTCONN, "%s: no block status", t->uri);
+  cmd = cmd_new (t, NULL, opaque);
+  if (cmd == NULL)
+    return error_set (ENOMEM, "allocating a command");
+  cmd->zeroes_done = done;
+  if (submit (c, cmd, 'b', NULL, count, offset) == -1) {
+    free (cmd);
+    return -1;
+  }
+  return 0;
 }
 
 int

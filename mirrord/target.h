@@ -52,4 +52,11 @@ int target_zero (struct target *t, uint64_t count, uint64_t offset,
 int target_flush (struct target *t, target_done_fn done, void *opaque);
 unsigned target_in_flight (const struct target *t);
 
+/* base:allocation on the target, if it offers it: DONE gets how many
+ * bytes from OFFSET (at most COUNT) read as zeroes there already. */
+bool target_can_block_status (const struct target *t);
+typedef void (*target_zeroes_fn) (void *opaque, int err, uint64_t zero_bytes);
+int target_zero_prefix (struct target *t, uint64_t count, uint64_t offset,
+                        target_zeroes_fn done, void *opaque);
+
 #endif
