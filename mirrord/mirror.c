@@ -631,6 +631,18 @@ schedule_retry (struct mirror *m)
   m->retry = loop_add_timer (m->loop, m->backoff_ms, 0, retry_now, m);
 }
 
+/* The job ends in failure (m->error says why); pump() runs last: it
+ * may let the export go. */
+static void
+fail_job (struct mirror *m, int err)
+{
+  m->cancelling = true;
+  set_state (m, MIRROR_FAILED);
+  job_forget (m);
+  report_started (m, err);
+  pump (m);
+}
+
 static bool
 target_acceptable (struct mirror *m)
 {
@@ -654,11 +666,7 @@ on_target (void *opaque, enum target_state st)
 
   if (st == TARGET_UP) {
     if (!target_acceptable (m)) {
-      m->cancelling = true;
-      set_state (m, MIRROR_FAILED);
-      job_forget (m);
-      report_started (m, EINVAL);
-      pump (m);
+      fail_job (m, EINVAL);
       return;
     }
     m->up = true;
@@ -678,11 +686,7 @@ on_target (void *opaque, enum target_state st)
   set_error (m, "%s", target_error (m->tgt));
   if (m->started && !m->started_later.queued) {
     /* Never reached, and an admin waits: fail rather than retry. */
-    m->cancelling = true;
-    set_state (m, MIRROR_FAILED);
-    job_forget (m);
-    report_started (m, ENOTCONN);
-    pump (m);
+    fail_job (m, ENOTCONN);
     return;
   }
   if (m->state == MIRROR_CUTOVER) {
@@ -703,11 +707,7 @@ connect_target (struct mirror *m)
   if (m->tgt == NULL) {
     set_error (m, "%s", error_get ());
     if (m->started) {
-      m->cancelling = true;
-      set_state (m, MIRROR_FAILED);
-      job_forget (m);
-      report_started (m, EINVAL);
-      pump (m);
+      fail_job (m, EINVAL);
       return;
     }
     set_state (m, MIRROR_DISCONNECTED);
@@ -734,10 +734,7 @@ mark_all_ready (struct bitmap_intent *in, int err)
   m->marking = false;
   if (err) {
     set_error (m, "recording the full sync in the bitmap failed: %s", strerror (err));
-    set_state (m, MIRROR_FAILED);
-    m->cancelling = true;
-    report_started (m, err);
-    pump (m);
+    fail_job (m, err);
     return;
   }
   if (m->cancelling)
