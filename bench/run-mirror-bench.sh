@@ -33,7 +33,7 @@ fi
 truncate -s $SIZE "$WORK/sparse.img"
 
 target_up () {              # a fresh sparse target file behind qemu-nbd
-  kill "${tpid:-0}" 2>/dev/null && wait "$tpid" 2>/dev/null || :
+  if [ -n "${tpid:-}" ]; then kill "$tpid" 2>/dev/null; wait "$tpid" 2>/dev/null || :; fi
   rm -f "$WORK/t.img" "$WORK/t.sock"
   truncate -s $SIZE "$WORK/t.img"
   qemu-nbd -f raw -x t -t -k "$WORK/t.sock" "$WORK/t.img" &
@@ -101,7 +101,7 @@ for round in $(seq "$ROUNDS"); do
   wait_state ms ready
   kill "$tpid"; wait "$tpid" 2>/dev/null || :
   wait_state ms disconnected
-  python3 - "nbd+unix:///b?socket=$WORK/ms.sock" <<'PY'
+  /usr/bin/python3 - "nbd+unix:///b?socket=$WORK/ms.sock" <<'PY'
 import nbd, os, random, sys
 h = nbd.NBD(); h.connect_uri(sys.argv[1]); r = random.Random(64)
 for c in r.sample(range((2 << 30) // 65536), 1024):     # 64 MiB
@@ -123,7 +123,7 @@ PY
   "$MIRRORCTL" -s "$WORK/ms.ctl" --json mirror cutover b \
     | python3 -c 'import json,sys; print("cutover mirrord", json.load(sys.stdin)["downtime_ms"] / 1000)' \
     | tee -a "$RESULTS"
-  kill "$fpid" 2>/dev/null; wait "$fpid" 2>/dev/null || :
+  kill "$fpid" 2>/dev/null || :; wait "$fpid" 2>/dev/null || :
   kill "${pids[-2]}" 2>/dev/null || :
 done
 
