@@ -72,6 +72,7 @@ struct mirror {
   unsigned backoff_ms;
   struct loop_deferred kick_later;
   bool kick_queued;
+  struct loop_deferred release_later;
 
   /* A new job marks the whole disk dirty, durably, before it starts. */
   struct bitmap_intent mark_all;
@@ -443,6 +444,31 @@ pass_end (void *opaque, int err)
     mirror_kick (m);
 }
 
+/* Stopped, and nothing of ours in flight. */
+static bool
+finished (const struct mirror *m)
+{
+  return !m->in_pass && m->ops == 0 && !m->flushing && m->cancelling
+    && !m->marking && (m->tgt == NULL || target_in_flight (m->tgt) == 0)
+    && (m->tgt != NULL || m->holds_ref);
+}
+
+/* Lets the target go, then the export (which may free M). */
+static void
+release (void *opaque)
+{
+  struct mirror *m = opaque;
+
+  if (!finished (m))
+    return;
+  target_free (m->tgt);
+  m->tgt = NULL;
+  if (m->holds_ref) {
+    m->holds_ref = false;
+    export_unref (m->exp);
+  }
+}
+
 static void
 pump (struct mirror *m)
 {
@@ -487,15 +513,10 @@ pump (struct mirror *m)
     m->nr_copied = 0;
   }
  idle:
-  if (!m->in_pass && m->ops == 0 && !m->flushing && m->cancelling && !m->marking
-      && (m->tgt == NULL || target_in_flight (m->tgt) == 0)) {
-    target_free (m->tgt);
-    m->tgt = NULL;
-    if (m->holds_ref) {
-      /* Nothing of ours is in flight: the export may go. */
-      m->holds_ref = false;
-      export_unref (m->exp);
-    }
+  if (finished (m)) {
+    /* Not here: pump() may run inside one of the target's own
+     * callbacks, which must not see it freed. */
+    loop_defer (m->loop, &m->release_later, release, m);   /* once */
   }
 }
 
@@ -838,6 +859,7 @@ mirror_free (struct mirror *m)
   loop_source_remove (m->tick);
   loop_source_remove (m->retry);
   loop_cancel_deferred (m->loop, &m->kick_later);
+  loop_cancel_deferred (m->loop, &m->release_later);
   target_free (m->tgt);
   free (m->copied);
   free (m->uri);
