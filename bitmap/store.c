@@ -34,6 +34,7 @@
  * only their own granules.  The live bitmap stays exact; after a crash at
  * most 4 MiB ahead of each sequential stream is copied for nothing. */
 #define INTENT_AHEAD (64u << 20)
+#define STREAM_MIN 4
 
 struct bitmap_store {
   char *path;
@@ -53,6 +54,7 @@ struct bitmap_store {
   struct hbitmap *pending_next, *pending_now;
   uint64_t last_end;            /* granule after the last write: streams */
   uint64_t stream_to;           /* a stream is marked up to here */
+  unsigned stream_len;          /* writes in a row that continued it */
   uint64_t next_seq, durable_seq;
   bool flushing;
   struct loop_deferred flush_later;
@@ -614,7 +616,14 @@ bitmap_store_begin_write (struct bitmap_store *s, struct bitmap_intent *in,
   /* A stream: this write starts at (or inside the last granule of) the
    * previous one's end and goes past it. */
   if (s->last_end != UINT64_MAX && bit <= s->last_end && bit + 1 >= s->last_end
-      && end > s->last_end) {
+      && end > s->last_end)
+    s->stream_len++;
+  else {
+    s->stream_len = 0;
+    s->stream_to = 0;
+  }
+  /* Four in a row make a stream: random writes almost never do. */
+  if (s->stream_len >= STREAM_MIN) {
     if (s->stream_to < end + ahead / 2) {
       uint64_t from = s->stream_to > end ? s->stream_to : end;
       uint64_t to = end + ahead < s->nr_bits ? end + ahead : s->nr_bits;
@@ -623,8 +632,6 @@ bitmap_store_begin_write (struct bitmap_store *s, struct bitmap_intent *in,
       s->stream_to = to;
     }
   }
-  else
-    s->stream_to = 0;
   s->last_end = end;
   mark_new (s, bit, end - bit);
   /* Wait for the flush that makes this write's own granules durable. */
