@@ -88,11 +88,11 @@ struct copy {
   struct mirror *m;
   uint64_t off, len;
   struct image_extents ext;
-  size_t idx;
-  uint64_t pos;                 /* next byte to handle */
   void *buf;
   size_t buf_size;
-  uint64_t piece;               /* bytes of the piece in flight */
+  uint64_t target_zero;         /* bytes from OFF the target reads as zero */
+  unsigned pending;             /* target commands in flight */
+  int err;
   struct image_io io;
 };
 
@@ -231,8 +231,6 @@ remaining (const struct mirror *m)
   return d > m->pass_copied ? d - m->pass_copied : 0;
 }
 
-static void copy_step (struct copy *c);
-
 /* Remembers a copied range; it is cleared once the target flushed. */
 static void
 note_copied (struct mirror *m, uint64_t off, uint64_t len)
@@ -287,31 +285,77 @@ copy_end (struct copy *c, int err)
   pump (m);
 }
 
+/* A copy is one range: its extents from the image, one probe of the
+ * target's allocation, one read of the range, then every piece sent to
+ * the target at once — data as writes, zeroes as WRITE_ZEROES (the
+ * target may punch a hole: it stays sparse) unless the target already
+ * reads them as zero.  Nothing waits on another piece. */
 static void
 piece_done (void *opaque, int err)
 {
   struct copy *c = opaque;
 
-  if (err) {
-    copy_end (c, err);
-    return;
-  }
-  c->pos += c->piece;
-  copy_step (c);
+  if (err && !c->err)
+    c->err = err;
+  if (--c->pending == 0)
+    copy_end (c, c->err);
 }
 
 static void
-zero_probe_done (void *opaque, int err, uint64_t zero_bytes)
+send_piece (struct copy *c, uint64_t pos, uint64_t len, bool zero)
 {
-  struct copy *c = opaque;
+  struct mirror *m = c->m;
+  int r;
 
-  if (err == 0 && zero_bytes >= c->piece) {
-    c->m->zeroes_skipped += c->piece;
-    piece_done (c, 0);          /* already zero there: nothing to send */
+  if (zero && pos + len <= c->off + c->target_zero) {
+    m->zeroes_skipped += len;   /* already zero there: nothing to send */
     return;
   }
-  if (target_zero (c->m->tgt, c->piece, c->pos, piece_done, c) == -1)
-    copy_end (c, EIO);
+  c->pending++;
+  if (zero)
+    r = target_zero (m->tgt, len, pos, piece_done, c);
+  else {
+    m->tokens -= (int64_t) len; /* --bandwidth counts data sent */
+    r = target_pwrite (m->tgt, (uint8_t *) c->buf + (pos - c->off), len, pos,
+                       piece_done, c);
+  }
+  if (r == -1) {
+    c->pending--;
+    c->err = EIO;
+  }
+}
+
+static void
+fan_out (struct copy *c)
+{
+  uint64_t pos = c->off, end = c->off + c->len;
+  bool can_zero = target_can_zero (c->m->tgt);
+
+  c->pending = 1;               /* held while sending */
+  for (size_t i = 0; i < c->ext.nr && pos < end; i++) {
+    const struct image_extent *e = &c->ext.ext[i];
+    uint64_t e_end = e->offset + e->length < end ? e->offset + e->length : end;
+    if (e_end <= pos)
+      continue;
+    send_piece (c, pos, e_end - pos, (e->flags & IMAGE_EXTENT_ZERO) && can_zero);
+    pos = e_end;
+  }
+  if (pos < end)                /* what the extents do not cover is data */
+    send_piece (c, pos, end - pos, false);
+  piece_done (c, 0);
+}
+
+static bool
+has_data (const struct copy *c)
+{
+  uint64_t covered = c->off;
+
+  for (size_t i = 0; i < c->ext.nr; i++) {
+    if (!(c->ext.ext[i].flags & IMAGE_EXTENT_ZERO))
+      return true;
+    covered = c->ext.ext[i].offset + c->ext.ext[i].length;
+  }
+  return covered < c->off + c->len;
 }
 
 static void
@@ -319,62 +363,63 @@ read_done (struct image_io *io, int err)
 {
   struct copy *c = io->opaque;
 
-  if (err || target_pwrite (c->m->tgt, c->buf, c->piece, c->pos, piece_done, c) == -1)
-    copy_end (c, err ? err : EIO);
+  if (err) {
+    copy_end (c, err);
+    return;
+  }
+  fan_out (c);
 }
 
-/* The next extent of the copy: zeroes as WRITE_ZEROES (the target may
- * punch a hole: it stays sparse), data read from the image and
- * written. */
 static void
-copy_step (struct copy *c)
+read_range (struct copy *c)
 {
-  struct mirror *m = c->m;
-  uint64_t end = c->off + c->len;
-  const struct image_extent *e;
-
-  while (c->idx < c->ext.nr
-         && c->ext.ext[c->idx].offset + c->ext.ext[c->idx].length <= c->pos)
-    c->idx++;
-  if (c->pos >= end) {
-    copy_end (c, 0);
+  if (!has_data (c)) {
+    fan_out (c);
     return;
   }
-  e = c->idx < c->ext.nr ? &c->ext.ext[c->idx] : NULL;
-  c->piece = (e ? e->offset + e->length : end) - c->pos;
-  if (c->pos + c->piece > end)
-    c->piece = end - c->pos;
-  if (e && (e->flags & IMAGE_EXTENT_ZERO) && target_can_zero (m->tgt)) {
-    /* Zero only what the target does not already read as zero. */
-    if (target_can_block_status (m->tgt)
-        && target_zero_prefix (m->tgt, c->piece, c->pos, zero_probe_done, c) == 0)
-      return;
-    if (target_zero (m->tgt, c->piece, c->pos, piece_done, c) == -1)
-      copy_end (c, EIO);
-    return;
-  }
-  m->tokens -= (int64_t) c->piece;   /* --bandwidth counts data sent */
   memset (&c->io, 0, sizeof c->io);
   c->io.cmd = IMAGE_READ;
-  c->io.offset = c->pos;
-  c->io.count = c->piece;
+  c->io.offset = c->off;
+  c->io.count = c->len;
   c->io.buf = c->buf;
   c->io.done = read_done;
   c->io.opaque = c;
-  image_submit (m->exp->img, &c->io);
+  image_submit (c->m->exp->img, &c->io);
+}
+
+static void
+probe_done (void *opaque, int err, uint64_t zero_bytes)
+{
+  struct copy *c = opaque;
+
+  c->target_zero = err ? 0 : zero_bytes;
+  read_range (c);
+}
+
+static bool
+has_zeroes (const struct copy *c)
+{
+  for (size_t i = 0; i < c->ext.nr; i++)
+    if (c->ext.ext[i].flags & IMAGE_EXTENT_ZERO)
+      return true;
+  return false;
 }
 
 static void
 extents_done (struct image_io *io, int err)
 {
   struct copy *c = io->opaque;
+  struct target *t = c->m->tgt;
 
   if (err) {
     copy_end (c, err);
     return;
   }
-  c->pos = c->off;
-  copy_step (c);
+  /* Zero only what the target does not already read as zero. */
+  if (has_zeroes (c) && target_can_zero (t) && target_can_block_status (t)
+      && target_zero_prefix (t, c->len, c->off, probe_done, c) == 0)
+    return;
+  read_range (c);
 }
 
 static void
