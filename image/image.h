@@ -127,8 +127,6 @@ struct image {
   bool is_blockdev;
   enum image_cache cache;
   bool direct;                  /* O_DIRECT in use */
-  bool can_trim;                /* TRIM really deallocates */
-  bool can_zero_fast;           /* ZERO can be done without writing */
   uint32_t align;               /* requests so aligned avoid a bounce */
   struct ioq *ioq;
   void *priv;                   /* the driver's state */

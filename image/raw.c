@@ -835,8 +835,6 @@ raw_open (const char *path, bool readonly, enum image_cache cache,
       goto err;
     }
   }
-  img->can_trim = true;
-  img->can_zero_fast = true;
   return img;
 
  err:

@@ -15,6 +15,7 @@
 #include "common/log.h"
 #include "export.h"
 #include "mirror.h"
+#include "status.h"
 #include "target.h"
 
 #define MAX_OPS 16                    /* copies in flight */
@@ -911,12 +912,6 @@ mirror_free (struct mirror *m)
   free (m);
 }
 
-static void
-add (json_object *o, const char *k, json_object *v)
-{
-  json_object_object_add (o, k, v);
-}
-
 json_object *
 mirror_status_json (const struct mirror *m)
 {
@@ -924,21 +919,21 @@ mirror_status_json (const struct mirror *m)
   uint64_t rem = m->state == MIRROR_COMPLETED ? 0 : remaining (m);
   uint64_t total = m->done_bytes + rem;
 
-  add (o, "target", json_object_new_string (m->uri));
-  add (o, "state", json_object_new_string (mirror_state_name (m->state)));
-  add (o, "mode", json_object_new_string (m->async ? "async" : "sync"));
-  add (o, "total_bytes", json_object_new_int64 ((int64_t) (total > m->total_bytes ? total : m->total_bytes)));
-  add (o, "done_bytes", json_object_new_int64 ((int64_t) m->done_bytes));
-  add (o, "remaining_bytes", json_object_new_int64 ((int64_t) rem));
-  add (o, "rate_bytes_per_s", json_object_new_int64 ((int64_t) m->rate));
-  add (o, "eta_s", json_object_new_int64 (m->rate > 0 ? (int64_t) (rem / m->rate) : 0));
-  add (o, "error", m->error[0] ? json_object_new_string (m->error) : NULL);
-  add (o, "write_blocking", json_object_new_boolean (!m->async || m->auto_blocking));
-  add (o, "lag_bound_held", json_object_new_boolean (m->auto_blocking));
-  add (o, "passes", json_object_new_int ((int) m->passes));
-  add (o, "connections", json_object_new_int (m->tgt && m->up ? (int) target_connections (m->tgt) : 0));
-  add (o, "bandwidth", json_object_new_int64 ((int64_t) m->bandwidth));
-  add (o, "zeroes_skipped_bytes", json_object_new_int64 ((int64_t) m->zeroes_skipped));
+  status_add (o, "target", json_object_new_string (m->uri));
+  status_add (o, "state", json_object_new_string (mirror_state_name (m->state)));
+  status_add (o, "mode", json_object_new_string (m->async ? "async" : "sync"));
+  status_add (o, "total_bytes", json_object_new_int64 ((int64_t) (total > m->total_bytes ? total : m->total_bytes)));
+  status_add (o, "done_bytes", json_object_new_int64 ((int64_t) m->done_bytes));
+  status_add (o, "remaining_bytes", json_object_new_int64 ((int64_t) rem));
+  status_add (o, "rate_bytes_per_s", json_object_new_int64 ((int64_t) m->rate));
+  status_add (o, "eta_s", json_object_new_int64 (m->rate > 0 ? (int64_t) (rem / m->rate) : 0));
+  status_add (o, "error", m->error[0] ? json_object_new_string (m->error) : NULL);
+  status_add (o, "write_blocking", json_object_new_boolean (!m->async || m->auto_blocking));
+  status_add (o, "lag_bound_held", json_object_new_boolean (m->auto_blocking));
+  status_add (o, "passes", json_object_new_int ((int) m->passes));
+  status_add (o, "connections", json_object_new_int (m->tgt && m->up ? (int) target_connections (m->tgt) : 0));
+  status_add (o, "bandwidth", json_object_new_int64 ((int64_t) m->bandwidth));
+  status_add (o, "zeroes_skipped_bytes", json_object_new_int64 ((int64_t) m->zeroes_skipped));
   return o;
 }
 

@@ -9,5 +9,7 @@
 /* The status object of one export, as docs/control-api.md and SPEC §4
  * define it.  Returns a new reference, or NULL on out of memory. */
 json_object *status_export_json (const struct export *e);
+/* O[KEY] = V (V may be NULL: JSON null); shared with mirror.c. */
+void status_add (json_object *o, const char *key, json_object *v);
 
 #endif

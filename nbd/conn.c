@@ -71,7 +71,6 @@ conn_queue (struct conn *c, struct out_msg *m)
     return;
   }
   list_add_tail (&c->outq, &m->node);
-  c->out_bytes += m->hdr_len + m->data_len;
   server_mark_flush (c);
 }
 
@@ -193,7 +192,6 @@ consume (struct conn *c, size_t n)
 
     m->sent += take;
     n -= take;
-    c->out_bytes -= take;
     if (m->sent == m->hdr_len + m->data_len)
       msg_release (m);
   }

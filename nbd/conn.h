@@ -114,7 +114,6 @@ struct conn {
 
   /* Output. */
   struct list outq;
-  size_t out_bytes;
 
   /* Negotiation. */
   uint32_t client_flags;
