@@ -33,8 +33,10 @@ cleanup_fn "kill $! 2>/dev/null"
 poll 10 test -S "$TESTDIR/mem.sock"
 start_mirrord m --export "vm1=$TESTDIR/m.img"
 ctl m mirror start vm1 "nbd+unix:///?socket=$TESTDIR/mem.sock"
-conns=$(ctl m --json status vm1 | $PY -c 'import json,sys; print(json.load(sys.stdin)["exports"][0]["mirror"]["connections"])')
-[ "$conns" -gt 1 ] || fail "$conns connection(s) to a multi-conn target"
+conns () { ctl m --json status vm1 | $PY -c 'import json,sys; print(json.load(sys.stdin)["exports"][0]["mirror"]["connections"])'; }
+several () { [ "$(conns)" -gt 1 ]; }
+# The first connection is up when start returns; the others follow.
+poll 10 several || fail "$(conns) connection(s) to a multi-conn target"
 ctl m mirror wait vm1 --until ready --timeout 30
 ctl m mirror cancel vm1 >/dev/null
 stop_mirrord m
