@@ -103,8 +103,7 @@ image_open (const char *path, enum image_format format, bool readonly,
   case IMAGE_FORMAT_RAW:
     return raw_open (path, readonly, cache, ioq);
   case IMAGE_FORMAT_QCOW2:
-    error_set (ENOTSUP, "%s: qcow2 images are not supported yet", path);
-    return NULL;
+    return qcow2_open (path, readonly, cache, ioq);
   default:
     error_set (EINVAL, "%s: unknown format", path);
     return NULL;

@@ -155,5 +155,11 @@ int image_cache_parse (const char *s, enum image_cache *out);
 /* Driver entry points. */
 struct image *raw_open (const char *path, bool readonly,
                         enum image_cache cache, struct ioq *ioq);
+/* The file under a qcow2 image (see raw.c). */
+struct image *raw_open_file (const char *path, bool readonly,
+                             enum image_cache cache, struct ioq *ioq,
+                             uint32_t max_align);
+struct image *qcow2_open (const char *path, bool readonly,
+                          enum image_cache cache, struct ioq *ioq);
 
 #endif

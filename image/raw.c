@@ -366,6 +366,17 @@ rmw_merge (struct image_io *io)
   write_step (io);
 }
 
+/* A block read short is past the end of the file (a qcow2 file grows
+ * as it is written): it reads as zero. */
+static void
+rmw_fill (struct image_io *io, uint64_t block, ssize_t res)
+{
+  uint32_t a = io->img->align;
+
+  if ((size_t) res < a)
+    memset ((uint8_t *) io->bounce + (block - io->lo) + res, 0, a - (size_t) res);
+}
+
 static void
 rmw_tail_done (struct ioq_op *op, ssize_t res)
 {
@@ -375,6 +386,7 @@ rmw_tail_done (struct ioq_op *op, ssize_t res)
     finish_tracked (io, (int) -res);
     return;
   }
+  rmw_fill (io, io->hi - io->img->align, res);
   rmw_merge (io);
 }
 
@@ -387,6 +399,7 @@ rmw_head_done (struct ioq_op *op, ssize_t res)
     finish_tracked (io, (int) -res);
     return;
   }
+  rmw_fill (io, io->lo, res);
   rmw_read_tail (io);
 }
 
@@ -788,12 +801,19 @@ probe_fd (struct image *img, struct raw *r)
   return 0;
 }
 
-struct image *
-raw_open (const char *path, bool readonly, enum image_cache cache,
-          struct ioq *ioq)
+/* CHILD: the file under a qcow2 image.  It grows as clusters are
+ * allocated, so an odd size (compressed clusters end anywhere) does
+ * not turn O_DIRECT off; but O_DIRECT is off when the direct-I/O
+ * block is larger than MAX_ALIGN (a cluster): a read-modify-write of a
+ * block shared by data and metadata would race with metadata
+ * updates through the page cache. */
+static struct image *
+open_common (const char *path, bool readonly, enum image_cache cache,
+             struct ioq *ioq, bool child, uint32_t max_align)
 {
   struct image *img = calloc (1, sizeof *img);
   struct raw *r = calloc (1, sizeof *r);
+  bool fallback;
 
   if (img == NULL || r == NULL || (img->path = strdup (path)) == NULL) {
     error_set (ENOMEM, "allocating an image");
@@ -822,10 +842,11 @@ raw_open (const char *path, bool readonly, enum image_cache cache,
   }
   if (probe_fd (img, r) == -1)
     goto err;
-  if (img->direct && img->size % img->align != 0) {
-    log_info ("%s: size %llu is not a multiple of the direct I/O alignment "
-              "%u; using buffered I/O", path, (unsigned long long) img->size,
-              img->align);
+  fallback = child ? img->align > max_align : img->size % img->align != 0;
+  if (img->direct && fallback) {
+    log_info ("%s: size %llu or cluster size %u does not suit the direct "
+              "I/O alignment %u; using buffered I/O", path,
+              (unsigned long long) img->size, max_align, img->align);
     close (r->fd);
     img->direct = false;
     img->align = 1;
@@ -835,6 +856,8 @@ raw_open (const char *path, bool readonly, enum image_cache cache,
       goto err;
     }
   }
+  if (child)
+    r->fully_allocated = true;  /* no block status asked of it */
   return img;
 
  err:
@@ -845,4 +868,18 @@ raw_open (const char *path, bool readonly, enum image_cache cache,
     free (img->path);
   free (img);
   return NULL;
+}
+
+struct image *
+raw_open (const char *path, bool readonly, enum image_cache cache,
+          struct ioq *ioq)
+{
+  return open_common (path, readonly, cache, ioq, false, 0);
+}
+
+struct image *
+raw_open_file (const char *path, bool readonly, enum image_cache cache,
+               struct ioq *ioq, uint32_t max_align)
+{
+  return open_common (path, readonly, cache, ioq, true, max_align);
 }

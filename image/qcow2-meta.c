@@ -1,0 +1,1004 @@
+/* SPDX-License-Identifier: MIT */
+/* qcow2 metadata: L2 tables, refcounts, cluster allocation, and the
+ * ordered write-back that keeps the image consistent after a crash
+ * (see the contract in qcow2.h). */
+#include <config.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <linux/falloc.h>
+#include <sys/stat.h>
+
+#include "common/bufpool.h"
+#include "common/error.h"
+#include "common/log.h"
+#include "qcow2.h"
+
+/* ---- Corruption ---- */
+
+int
+qcow2_corrupt (struct qcow2 *q, const char *why, ...)
+{
+  char msg[256];
+  va_list ap;
+
+  va_start (ap, why);
+  vsnprintf (msg, sizeof msg, why, ap);
+  va_end (ap);
+  if (!q->corrupt) {
+    q->corrupt = true;
+    log_err ("%s: qcow2 metadata is corrupt: %s; refusing further writes",
+             q->file->path, msg);
+    /* Mark the image so that no one writes to it before a repair
+     * (QEMU does the same).  Version 2 has no field for it. */
+    if (!q->file->readonly && q->h.version >= 3) {
+      uint8_t b[8];
+      q->h.incompatible |= QCOW2_INCOMPAT_CORRUPT;
+      qcow2_put_be64 (b, q->h.incompatible);
+      if (pwrite (q->meta_fd, b, 8, QCOW2_HDR_INCOMPAT) != 8
+          || fdatasync (q->meta_fd) == -1)
+        log_err ("%s: could not set the corrupt bit: %m", q->file->path);
+    }
+  }
+  return error_set (EIO, "qcow2 metadata is corrupt: %s", msg);
+}
+
+/* ---- The set of metadata clusters (overlap checks) ---- */
+
+static size_t
+meta_search (const struct qcow2 *q, uint64_t c)
+{
+  size_t lo = 0, hi = q->meta_nr;
+
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (q->meta[mid] < c)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return lo;
+}
+
+bool
+qcow2_is_metadata (const struct qcow2 *q, uint64_t cluster)
+{
+  size_t i = meta_search (q, cluster);
+  return i < q->meta_nr && q->meta[i] == cluster;
+}
+
+static int
+meta_add (struct qcow2 *q, uint64_t cluster, uint64_t n)
+{
+  for (uint64_t c = cluster; c < cluster + n; c++) {
+    size_t i = meta_search (q, c);
+    if (i < q->meta_nr && q->meta[i] == c)
+      continue;
+    if (q->meta_nr == q->meta_cap) {
+      size_t cap = q->meta_cap ? q->meta_cap * 2 : 64;
+      uint64_t *m = realloc (q->meta, cap * sizeof *m);
+      if (m == NULL)
+        return error_set (ENOMEM, "growing the metadata set");
+      q->meta = m;
+      q->meta_cap = cap;
+    }
+    memmove (q->meta + i + 1, q->meta + i, (q->meta_nr - i) * sizeof *q->meta);
+    q->meta[i] = c;
+    q->meta_nr++;
+  }
+  return 0;
+}
+
+static void
+meta_remove (struct qcow2 *q, uint64_t cluster, uint64_t n)
+{
+  for (uint64_t c = cluster; c < cluster + n; c++) {
+    size_t i = meta_search (q, c);
+    if (i < q->meta_nr && q->meta[i] == c) {
+      memmove (q->meta + i, q->meta + i + 1,
+               (q->meta_nr - i - 1) * sizeof *q->meta);
+      q->meta_nr--;
+    }
+  }
+}
+
+/* ---- Loading tables ---- */
+
+/* Is OFF a plausible table offset: aligned, inside what was written? */
+static bool
+table_offset_ok (const struct qcow2 *q, uint64_t off)
+{
+  return off % q->cluster_size == 0 && off >= q->cluster_size
+    && off + q->cluster_size <= q->hwm;
+}
+
+static struct qtable *
+load_table (struct qcow2 *q, struct qcache *c, uint64_t off, const char *what)
+{
+  struct qtable *t = qcache_find (c, off);
+  ssize_t n;
+
+  if (t)
+    return t;
+  if (!table_offset_ok (q, off)) {
+    qcow2_corrupt (q, "%s offset %#llx is invalid or past the end of the file",
+                   what, (unsigned long long) off);
+    return NULL;
+  }
+  if ((t = qcache_insert (c, off)) == NULL)
+    return NULL;
+  n = pread (q->meta_fd, t->data, q->cluster_size, (off_t) off);
+  if (n < 0 || (size_t) n < q->cluster_size) {
+    /* A short read is the end of a file cut short: reads as zero. */
+    if (n < 0) {
+      error_set (errno, "reading a %s at %#llx", what, (unsigned long long) off);
+      qcache_remove (c, off);
+      return NULL;
+    }
+    memset (t->data + n, 0, q->cluster_size - (size_t) n);
+  }
+  return t;
+}
+
+/* ---- L2 tables ---- */
+
+static uint64_t
+l1_index (const struct qcow2 *q, uint64_t off)
+{
+  return off / q->cluster_size / q->l2_entries;
+}
+
+int
+qcow2_l2_get (struct qcow2 *q, uint64_t off, bool for_write, struct qtable **t)
+{
+  uint64_t i = l1_index (q, off), e = q->l1[i], l2off = e & QCOW2_OFFSET_MASK;
+
+  *t = NULL;
+  if (l2off == 0)
+    return 0;
+  if ((*t = load_table (q, &q->l2_cache, l2off, "L2 table")) == NULL)
+    return -1;
+  if (for_write && !(e & QCOW2_OFLAG_COPIED)) {
+    /* Only an L2 table shared with a snapshot may lack COPIED, and we
+     * never write images with snapshots: check, then repair the flag. */
+    uint64_t rc;
+    if (qcow2_refcount_get (q, l2off / q->cluster_size, &rc) == -1)
+      return -1;
+    if (rc != 1)
+      return qcow2_corrupt (q, "L2 table at %#llx is shared (refcount %llu)",
+                            (unsigned long long) l2off, (unsigned long long) rc);
+    q->l1[i] = l2off | QCOW2_OFLAG_COPIED;
+    q->l1_dirty = true;
+  }
+  return 0;
+}
+
+int
+qcow2_l2_get_alloc (struct qcow2 *q, uint64_t off, struct qtable **t)
+{
+  uint64_t l2off;
+
+  if (qcow2_l2_get (q, off, true, t) == -1)
+    return -1;
+  if (*t)
+    return 0;
+  uint64_t got;
+
+  if (qcow2_alloc_clusters (q, 1, &l2off, &got) == -1)
+    return -1;
+  if ((*t = qcache_insert (&q->l2_cache, l2off)) == NULL)
+    return -1;
+  memset ((*t)->data, 0, q->cluster_size);
+  qcache_mark_dirty (&q->l2_cache, *t);
+  if (meta_add (q, l2off / q->cluster_size, 1) == -1)
+    return -1;
+  q->l1[l1_index (q, off)] = l2off | QCOW2_OFLAG_COPIED;
+  q->l1_dirty = true;
+  return 0;
+}
+
+static size_t
+l2_slot (const struct qcow2 *q, uint64_t off)
+{
+  return (size_t) (off / q->cluster_size % q->l2_entries) * 8;
+}
+
+uint64_t
+qcow2_l2_entry (const struct qcow2 *q, const struct qtable *t, uint64_t off)
+{
+  return t ? qcow2_be64 (t->data + l2_slot (q, off)) : 0;
+}
+
+void
+qcow2_l2_set (struct qcow2 *q, struct qtable *t, uint64_t off, uint64_t entry)
+{
+  qcow2_put_be64 (t->data + l2_slot (q, off), entry);
+  qcache_mark_dirty (&q->l2_cache, t);
+}
+
+/* ---- Refcounts ---- */
+
+static uint64_t
+rb_read (const struct qcow2 *q, const uint8_t *b, uint64_t i)
+{
+  uint32_t bits = q->refcount_bits;
+
+  if (bits < 8)
+    return (b[i * bits / 8] >> (i * bits % 8)) & ((1u << bits) - 1);
+  b += i * (bits / 8);
+  switch (bits) {
+  case 8:  return b[0];
+  case 16: return (uint64_t) b[0] << 8 | b[1];
+  case 32: return qcow2_be32 (b);
+  default: return qcow2_be64 (b);
+  }
+}
+
+static void
+rb_write (const struct qcow2 *q, uint8_t *b, uint64_t i, uint64_t v)
+{
+  uint32_t bits = q->refcount_bits;
+
+  if (bits < 8) {
+    unsigned shift = (unsigned) (i * bits % 8), mask = ((1u << bits) - 1) << shift;
+    b[i * bits / 8] = (uint8_t) ((b[i * bits / 8] & ~mask) | (v << shift));
+    return;
+  }
+  b += i * (bits / 8);
+  switch (bits) {
+  case 8:  b[0] = (uint8_t) v; break;
+  case 16: b[0] = (uint8_t) (v >> 8); b[1] = (uint8_t) v; break;
+  case 32: qcow2_put_be32 (b, (uint32_t) v); break;
+  default: qcow2_put_be64 (b, v); break;
+  }
+}
+
+/* The refcount block of CLUSTER, or *T NULL if it has none. */
+static int
+refblock_get (struct qcow2 *q, uint64_t cluster, struct qtable **t)
+{
+  uint64_t b = cluster / q->refblock_entries;
+
+  *t = NULL;
+  if (b >= q->reftable_entries || q->reftable[b] == 0)
+    return 0;
+  *t = load_table (q, &q->rb_cache, q->reftable[b] & QCOW2_OFFSET_MASK,
+                   "refcount block");
+  return *t ? 0 : -1;
+}
+
+int
+qcow2_refcount_get (struct qcow2 *q, uint64_t cluster, uint64_t *rc)
+{
+  struct qtable *t;
+
+  if (refblock_get (q, cluster, &t) == -1)
+    return -1;
+  *rc = t ? rb_read (q, t->data, cluster % q->refblock_entries) : 0;
+  return 0;
+}
+
+/* The block must exist. */
+static int
+refcount_set (struct qcow2 *q, uint64_t cluster, uint64_t v)
+{
+  struct qtable *t;
+
+  if (refblock_get (q, cluster, &t) == -1)
+    return -1;
+  if (t == NULL)
+    return qcow2_corrupt (q, "no refcount block for cluster %#llx",
+                          (unsigned long long) cluster);
+  rb_write (q, t->data, cluster % q->refblock_entries, v);
+  qcache_mark_dirty (&q->rb_cache, t);
+  return 0;
+}
+
+static struct qtable *
+new_refblock (struct qcow2 *q, uint64_t b, uint64_t at)
+{
+  struct qtable *t = qcache_insert (&q->rb_cache, at * q->cluster_size);
+
+  if (t == NULL)
+    return NULL;
+  memset (t->data, 0, q->cluster_size);
+  qcache_mark_dirty (&q->rb_cache, t);
+  q->reftable[b] = at * q->cluster_size;
+  q->reftable_dirty = true;
+  if (meta_add (q, at, 1) == -1)
+    return NULL;
+  return t;
+}
+
+static void
+raise_hwm (struct qcow2 *q, uint64_t end_cluster)
+{
+  if (end_cluster * q->cluster_size > q->hwm)
+    q->hwm = end_cluster * q->cluster_size;
+}
+
+/* Grows the refcount table to have an entry for block NEED.  The new
+ * table goes past everything written, followed by the refcount blocks
+ * needed to count it; the header switches to it in the next
+ * write-back, and the old table is freed after that. */
+static int
+grow_reftable (struct qcow2 *q, uint64_t need)
+{
+  uint64_t per_cluster = q->cluster_size / 8, cs = q->cluster_size;
+  uint64_t entries = q->reftable_entries * 2, clusters, start, k = 0, m;
+  uint64_t *table, old_off = q->h.reftable_offset, old_clusters;
+  size_t j;
+
+  if (entries < need + 1)
+    entries = need + 1;
+  clusters = (entries + per_cluster - 1) / per_cluster;
+  entries = clusters * per_cluster;
+  if (clusters * cs > QCOW2_MAX_REFTABLE_BYTES)
+    return error_set (ENOSPC, "the refcount table would exceed %u bytes",
+                      QCOW2_MAX_REFTABLE_BYTES);
+  start = (q->hwm + cs - 1) / cs;
+  /* The blocks that count [start, start + clusters + k) and have no
+   * refcount block yet: k of them, placed right after the table. */
+  for (;;) {
+    uint64_t end = start + clusters + k;
+    m = 0;
+    for (uint64_t b = start / q->refblock_entries; b * q->refblock_entries < end; b++)
+      if (b >= q->reftable_entries || q->reftable[b] == 0)
+        m++;
+    if (m == k)
+      break;
+    k = m;
+  }
+  if ((table = calloc (entries, sizeof *table)) == NULL)
+    return error_set (ENOMEM, "allocating a refcount table");
+  memcpy (table, q->reftable, q->reftable_entries * sizeof *table);
+  free (q->reftable);
+  q->reftable = table;
+  q->reftable_entries = entries;
+  j = 0;
+  for (uint64_t b = start / q->refblock_entries;
+       b * q->refblock_entries < start + clusters + k; b++)
+    if (table[b] == 0 && new_refblock (q, b, start + clusters + j++) == NULL)
+      return -1;
+  for (uint64_t c = start; c < start + clusters + k; c++)
+    if (refcount_set (q, c, 1) == -1)
+      return -1;
+  raise_hwm (q, start + clusters + k);
+  if (meta_add (q, start, clusters) == -1)
+    return -1;
+  /* The old table stays allocated until the header no longer points
+   * at it: its clusters are freed like an unlinked cluster. */
+  old_clusters = q->h.reftable_clusters;
+  meta_remove (q, old_off / cs, old_clusters);
+  qcow2_free_entry_range (q, old_off / cs, old_clusters, false);
+  q->h.reftable_offset = start * cs;
+  q->h.reftable_clusters = (uint32_t) clusters;
+  q->reftable_dirty = true;
+  q->header_dirty = true;
+  log_info ("%s: refcount table grown to %llu clusters",
+            q->file->path, (unsigned long long) clusters);
+  return 0;
+}
+
+/* Creates the refcount block for block B inside the range it counts
+ * (all of which is free, having no refcounts), counting itself. */
+static int
+create_refblock (struct qcow2 *q, uint64_t b)
+{
+  uint64_t first = b * q->refblock_entries, at = first;
+
+  if (b >= q->reftable_entries && grow_reftable (q, b) == -1)
+    return -1;
+  if (q->reftable[b])
+    return 0;                   /* the growth made it */
+  while (qcow2_is_metadata (q, at))
+    at++;
+  if (at >= first + q->refblock_entries)
+    return qcow2_corrupt (q, "no room for a refcount block");
+  if (new_refblock (q, b, at) == NULL || refcount_set (q, at, 1) == -1)
+    return -1;
+  raise_hwm (q, at + 1);
+  return 0;
+}
+
+static int
+cluster_free (struct qcow2 *q, uint64_t c, bool *is_free)
+{
+  uint64_t rc;
+
+  if (qcow2_refcount_get (q, c, &rc) == -1)
+    return -1;
+  *is_free = rc == 0 && !qcow2_is_metadata (q, c);
+  return 0;
+}
+
+/* The first free cluster at or after the hint.  Past the high-water
+ * mark everything is free, so this ends. */
+static int
+find_free (struct qcow2 *q, uint64_t *c)
+{
+  for (uint64_t i = q->free_hint;; i++) {
+    bool is_free;
+    if (cluster_free (q, i, &is_free) == -1)
+      return -1;
+    if (is_free) {
+      *c = q->free_hint = i;
+      return 0;
+    }
+  }
+}
+
+static bool
+has_refblock (const struct qcow2 *q, uint64_t c)
+{
+  uint64_t b = c / q->refblock_entries;
+  return b < q->reftable_entries && q->reftable[b] != 0;
+}
+
+/* Allocates up to N contiguous clusters, refcount 1 each: *OFF the
+ * first one's offset, *GOT how many (at least one).  A run stops at a
+ * cluster in use or in a block that has no refcount block yet (the
+ * new block would sit at its start anyway). */
+int
+qcow2_alloc_clusters (struct qcow2 *q, uint64_t n, uint64_t *off,
+                      uint64_t *got)
+{
+  uint64_t start, len = 1;
+
+  for (;;) {
+    if (find_free (q, &start) == -1)
+      return -1;
+    if (has_refblock (q, start))
+      break;
+    if (create_refblock (q, start / q->refblock_entries) == -1)
+      return -1;
+  }
+  while (len < n) {
+    bool is_free;
+    if (!has_refblock (q, start + len)
+        || cluster_free (q, start + len, &is_free) == -1 || !is_free)
+      break;
+    len++;
+  }
+  for (uint64_t c = start; c < start + len; c++)
+    if (refcount_set (q, c, 1) == -1)
+      return -1;
+  raise_hwm (q, start + len);
+  q->free_hint = start + len;
+  *off = start * q->cluster_size;
+  *got = len;
+  return 0;
+}
+
+/* ---- Freeing ---- */
+
+void
+qcow2_free_entry_range (struct qcow2 *q, uint64_t cluster, uint64_t n,
+                        bool punch)
+{
+  if (q->frees_nr == q->frees_cap) {
+    size_t cap = q->frees_cap ? q->frees_cap * 2 : 64;
+    struct qfree *f = realloc (q->frees, cap * sizeof *f);
+    if (f == NULL) {
+      /* Out of memory: the clusters leak, which is safe. */
+      log_warn ("%s: leaking %llu clusters (out of memory)", q->file->path,
+                (unsigned long long) n);
+      return;
+    }
+    q->frees = f;
+    q->frees_cap = cap;
+  }
+  q->frees[q->frees_nr++] = (struct qfree) { cluster, n, punch };
+}
+
+void
+qcow2_free_entry (struct qcow2 *q, uint64_t entry)
+{
+  uint64_t cs = q->cluster_size;
+
+  if (entry & QCOW2_OFLAG_COMPRESSED) {
+    uint64_t start, end;
+    qcow2_compressed_range (q, entry, &start, &end);
+    qcow2_free_entry_range (q, start / cs, (end - 1) / cs - start / cs + 1,
+                            false);
+  }
+  else if (entry & QCOW2_OFFSET_MASK) {
+    uint64_t c = (entry & QCOW2_OFFSET_MASK) / cs, rc = 0;
+    /* The only reference (COPIED): its data can go at once when the
+     * free takes effect. */
+    qcow2_free_entry_range (q, c, 1, (entry & QCOW2_OFLAG_COPIED)
+                            && qcow2_refcount_get (q, c, &rc) == 0 && rc == 1);
+  }
+}
+
+void
+qcow2_compressed_range (const struct qcow2 *q, uint64_t entry,
+                        uint64_t *start, uint64_t *end)
+{
+  unsigned x = 62 - (q->h.cluster_bits - 8);
+  uint64_t coff = entry & ((1ull << x) - 1);
+  uint64_t nsec = (entry & ((1ull << 62) - 1)) >> x;
+
+  *start = coff;
+  *end = (coff & ~511ull) + (nsec + 1) * 512;
+}
+
+/* Runs after a write-back made the unlinks stable. */
+static void
+apply_frees (struct qcow2 *q, const struct qfree *f, size_t nr)
+{
+  for (size_t i = 0; i < nr; i++)
+    for (uint64_t c = f[i].cluster; c < f[i].cluster + f[i].n; c++) {
+      uint64_t rc;
+      if (qcow2_refcount_get (q, c, &rc) == -1 || rc == 0) {
+        log_warn ("%s: freeing cluster %#llx with refcount 0",
+                  q->file->path, (unsigned long long) c);
+        continue;
+      }
+      if (refcount_set (q, c, rc - 1) == 0 && rc == 1 && c < q->free_hint)
+        q->free_hint = c;
+    }
+}
+
+/* ---- Write-back ---- */
+
+/* The write-back goes in phases, each synced before the next, so that
+ * nothing on disk ever points at something not yet on disk. */
+enum { WB_REFBLOCKS, WB_REFTABLE, WB_HEADER, WB_L2, WB_L1, WB_PHASES };
+
+struct wb_item {
+  uint64_t off;
+  uint8_t *buf;
+  size_t len;
+};
+
+struct qwriteback {
+  struct ioq_op op;
+  struct qcow2 *q;
+  int fd;
+  struct wb_item *items[WB_PHASES];
+  size_t nr[WB_PHASES], cap[WB_PHASES];
+  struct qfree *frees;
+  size_t frees_nr;
+  uint32_t cluster_size;
+  uint64_t extend_to;           /* ftruncate first, when the file is shorter */
+  bool l1, reftable, header;    /* restored on failure */
+};
+
+static int
+wb_add (struct qwriteback *wb, int phase, uint64_t off, const void *src,
+        size_t len)
+{
+  struct wb_item *it;
+
+  if (wb->nr[phase] == wb->cap[phase]) {
+    size_t cap = wb->cap[phase] ? wb->cap[phase] * 2 : 16;
+    struct wb_item *n = realloc (wb->items[phase], cap * sizeof *n);
+    if (n == NULL)
+      return error_set (ENOMEM, "allocating a write-back");
+    wb->items[phase] = n;
+    wb->cap[phase] = cap;
+  }
+  it = &wb->items[phase][wb->nr[phase]];
+  if ((it->buf = malloc (len)) == NULL)
+    return error_set (ENOMEM, "allocating a write-back");
+  memcpy (it->buf, src, len);
+  it->off = off;
+  it->len = len;
+  wb->nr[phase]++;
+  return 0;
+}
+
+static void
+wb_free (struct qwriteback *wb)
+{
+  for (int p = 0; p < WB_PHASES; p++) {
+    for (size_t i = 0; i < wb->nr[p]; i++)
+      free (wb->items[p][i].buf);
+    free (wb->items[p]);
+  }
+  free (wb->frees);
+  free (wb);
+}
+
+struct snap {
+  struct qwriteback *wb;
+  struct qcache *c;
+  int phase, err;
+};
+
+static void
+snap_table (struct qtable *t, void *opaque)
+{
+  struct snap *s = opaque;
+
+  if (s->err || wb_add (s->wb, s->phase, t->offset, t->data,
+                        s->c->table_size) == -1) {
+    s->err = -1;
+    return;
+  }
+  /* Pinned until written: evicting it now would let a reload read
+   * the stale copy on disk. */
+  t->wb++;
+  t->dirty = false;
+  s->c->nr_dirty--;
+}
+
+static void
+be64_table (uint8_t *dst, const uint64_t *src, uint64_t n)
+{
+  for (uint64_t i = 0; i < n; i++)
+    qcow2_put_be64 (dst + i * 8, src[i]);
+}
+
+static int
+snap_array (struct qwriteback *wb, int phase, uint64_t off,
+            const uint64_t *a, uint64_t n, size_t bytes)
+{
+  uint8_t *b = calloc (1, bytes);
+  int r;
+
+  if (b == NULL)
+    return error_set (ENOMEM, "allocating a write-back");
+  be64_table (b, a, n);
+  r = wb_add (wb, phase, off, b, bytes);
+  free (b);
+  return r;
+}
+
+static int
+snap_small (struct qcow2 *q, struct qwriteback *wb)
+{
+  if (q->reftable_dirty) {
+    if (snap_array (wb, WB_REFTABLE, q->h.reftable_offset, q->reftable,
+                    q->reftable_entries,
+                    (size_t) q->h.reftable_clusters * q->cluster_size) == -1)
+      return -1;
+    wb->reftable = true;
+    q->reftable_dirty = false;
+  }
+  if (q->header_dirty) {
+    uint8_t h[12];
+    qcow2_put_be64 (h, q->h.reftable_offset);
+    qcow2_put_be32 (h + 8, q->h.reftable_clusters);
+    if (wb_add (wb, WB_HEADER, QCOW2_HDR_REFTABLE, h, sizeof h) == -1)
+      return -1;
+    wb->header = true;
+    q->header_dirty = false;
+  }
+  if (q->l1_dirty) {
+    if (snap_array (wb, WB_L1, q->h.l1_offset, q->l1, q->h.l1_size,
+                    (size_t) q->h.l1_size * 8) == -1)
+      return -1;
+    wb->l1 = true;
+    q->l1_dirty = false;
+  }
+  return 0;
+}
+
+static void unpin (struct qcow2 *q, struct qwriteback *wb, bool redirty);
+
+/* Takes a consistent picture of everything dirty, on the loop thread,
+ * so the worker can write it while requests go on. */
+static struct qwriteback *
+wb_snapshot (struct qcow2 *q)
+{
+  struct qwriteback *wb = calloc (1, sizeof *wb);
+  struct snap s = { .wb = wb };
+
+  if (wb == NULL) {
+    error_set (ENOMEM, "allocating a write-back");
+    return NULL;
+  }
+  wb->q = q;
+  wb->fd = q->meta_fd;
+  wb->cluster_size = q->cluster_size;
+  s.c = &q->rb_cache;
+  s.phase = WB_REFBLOCKS;
+  qcache_for_each_dirty (&q->rb_cache, snap_table, &s);
+  s.c = &q->l2_cache;
+  s.phase = WB_L2;
+  if (s.err == 0)
+    qcache_for_each_dirty (&q->l2_cache, snap_table, &s);
+  if (s.err || snap_small (q, wb) == -1) {
+    unpin (q, wb, true);
+    wb_free (wb);
+    return NULL;
+  }
+  wb->frees = q->frees;
+  wb->frees_nr = q->frees_nr;
+  q->frees = NULL;
+  q->frees_nr = q->frees_cap = 0;
+  if (q->hwm > q->file_size)
+    wb->extend_to = q->hwm;
+  return wb;
+}
+
+static int
+write_all (int fd, const struct wb_item *it)
+{
+  size_t done = 0;
+
+  while (done < it->len) {
+    ssize_t n = pwrite (fd, it->buf + done, it->len - done,
+                        (off_t) (it->off + done));
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      return n < 0 ? -errno : -ENOSPC;
+    done += (size_t) n;
+  }
+  return 0;
+}
+
+/* Runs on a worker thread (or inline at close). */
+static ssize_t
+wb_work (struct ioq_op *op)
+{
+  struct qwriteback *wb = op->opaque;
+  bool synced = false;
+
+  if (wb->extend_to) {
+    struct stat st;
+    if (fstat (wb->fd, &st) == -1)
+      return -errno;
+    if ((uint64_t) st.st_size < wb->extend_to
+        && ftruncate (wb->fd, (off_t) wb->extend_to) == -1)
+      return -errno;
+  }
+  for (int p = 0; p < WB_PHASES; p++) {
+    if (wb->nr[p] == 0)
+      continue;
+    for (size_t i = 0; i < wb->nr[p]; i++) {
+      int r = write_all (wb->fd, &wb->items[p][i]);
+      if (r < 0)
+        return r;
+    }
+    if (fdatasync (wb->fd) == -1)
+      return -errno;
+    synced = true;
+  }
+  if (!synced && fdatasync (wb->fd) == -1)
+    return -errno;
+  /* The unlinks are stable: the freed clusters' data can go.  Only a
+   * courtesy to the file system, so failures do not matter. */
+  for (size_t i = 0; i < wb->frees_nr; i++)
+    if (wb->frees[i].punch)
+      (void) fallocate (wb->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                        (off_t) (wb->frees[i].cluster * wb->cluster_size),
+                        (off_t) (wb->frees[i].n * wb->cluster_size));
+  return 0;
+}
+
+static void
+unpin_phase (struct qcache *c, struct qwriteback *wb, int phase, bool redirty)
+{
+  for (size_t i = 0; i < wb->nr[phase]; i++) {
+    struct qtable *t = qcache_find (c, wb->items[phase][i].off);
+    if (t == NULL)
+      continue;
+    t->wb--;
+    if (redirty)
+      qcache_mark_dirty (c, t);
+  }
+}
+
+static void
+unpin (struct qcow2 *q, struct qwriteback *wb, bool redirty)
+{
+  unpin_phase (&q->rb_cache, wb, WB_REFBLOCKS, redirty);
+  unpin_phase (&q->l2_cache, wb, WB_L2, redirty);
+  if (redirty) {
+    q->l1_dirty |= wb->l1;
+    q->reftable_dirty |= wb->reftable;
+    q->header_dirty |= wb->header;
+  }
+}
+
+/* A failed write-back keeps everything dirty and the frees pending. */
+static void
+wb_restore (struct qcow2 *q, struct qwriteback *wb)
+{
+  unpin (q, wb, true);
+  for (size_t i = 0; i < wb->frees_nr; i++)
+    qcow2_free_entry_range (q, wb->frees[i].cluster, wb->frees[i].n,
+                            wb->frees[i].punch);
+}
+
+static void
+finish_waiters (struct list *l, int err)
+{
+  struct list *pos, *tmp;
+
+  list_for_each_safe (pos, tmp, l) {
+    struct qflush_waiter *w = list_entry (pos, struct qflush_waiter, node);
+    list_del (&w->node);
+    w->done (w, err);
+  }
+}
+
+static int
+wb_complete (struct qcow2 *q, struct qwriteback *wb, ssize_t res)
+{
+  if (res < 0) {
+    log_err ("%s: writing qcow2 metadata: %s", q->file->path,
+             strerror ((int) -res));
+    wb_restore (q, wb);
+  }
+  else {
+    unpin (q, wb, false);
+    apply_frees (q, wb->frees, wb->frees_nr);
+    if (wb->extend_to > q->file_size)
+      q->file_size = wb->extend_to;
+  }
+  wb_free (wb);
+  return res < 0 ? (int) -res : 0;
+}
+
+static void
+wb_done (struct ioq_op *op, ssize_t res)
+{
+  struct qwriteback *wb = op->opaque;
+  struct qcow2 *q = wb->q;
+  int err = wb_complete (q, wb, res);
+
+  q->wb_running = NULL;
+  finish_waiters (&q->flush_now, err);
+  qcow2_writeback_kick (q);
+}
+
+bool
+qcow2_writeback_wanted (const struct qcow2 *q)
+{
+  return q->l2_cache.nr_dirty + q->rb_cache.nr_dirty
+    > (q->l2_cache.max + q->rb_cache.max) / 4
+    || q->frees_nr > 4096;
+}
+
+static void
+splice_tail (struct list *dst, struct list *src)
+{
+  while (!list_empty (src)) {
+    struct list *n = src->next;
+    list_del (n);
+    list_add_tail (dst, n);
+  }
+}
+
+void
+qcow2_writeback_kick (struct qcow2 *q)
+{
+  struct qwriteback *wb;
+
+  if (q->wb_running || (list_empty (&q->flush_next)
+                        && !qcow2_writeback_wanted (q)))
+    return;
+  splice_tail (&q->flush_now, &q->flush_next);
+  if ((wb = wb_snapshot (q)) == NULL) {
+    log_err ("%s: %s", q->file->path, error_get ());
+    finish_waiters (&q->flush_now, error_errno ());
+    return;
+  }
+  q->wb_running = wb;
+  wb->op.opaque = wb;
+  wb->op.done = wb_done;
+  ioq_work (q->file->ioq, &wb->op, wb_work);
+}
+
+void
+qcow2_writeback_wait (struct qcow2 *q, struct qflush_waiter *w)
+{
+  list_add_tail (&q->flush_next, &w->node);
+  qcow2_writeback_kick (q);
+}
+
+int
+qcow2_writeback_sync (struct qcow2 *q)
+{
+  /* Twice: the frees applied by the first dirty refcount blocks. */
+  for (int round = 0; round < 2; round++) {
+    struct qwriteback *wb = wb_snapshot (q);
+    int err;
+    if (wb == NULL)
+      return -1;
+    wb->op.opaque = wb;
+    if ((err = wb_complete (q, wb, wb_work (&wb->op))) != 0)
+      return error_set (err, "%s: writing qcow2 metadata", q->file->path);
+  }
+  return 0;
+}
+
+/* ---- Open and close ---- */
+
+static int
+read_array (struct qcow2 *q, uint64_t off, uint64_t n, uint64_t **out)
+{
+  uint8_t *b = malloc (n * 8 + 1);
+  uint64_t *a = calloc (n + 1, sizeof *a);
+  ssize_t r;
+
+  if (a == NULL || b == NULL) {
+    free (a);
+    free (b);
+    return error_set (ENOMEM, "allocating a qcow2 table");
+  }
+  r = n ? pread (q->meta_fd, b, n * 8, (off_t) off) : 0;
+  if (r < 0 || (uint64_t) r != n * 8) {
+    free (a);
+    free (b);
+    return error_set (r < 0 ? errno : EIO, "reading a qcow2 table at %#llx",
+                      (unsigned long long) off);
+  }
+  for (uint64_t i = 0; i < n; i++)
+    a[i] = qcow2_be64 (b + i * 8);
+  free (b);
+  *out = a;
+  return 0;
+}
+
+static int
+build_meta_set (struct qcow2 *q)
+{
+  uint64_t cs = q->cluster_size;
+
+  if (meta_add (q, 0, 1) == -1
+      || meta_add (q, q->h.l1_offset / cs, q->l1_clusters) == -1
+      || meta_add (q, q->h.reftable_offset / cs, q->h.reftable_clusters) == -1)
+    return -1;
+  for (uint64_t i = 0; i < q->h.l1_size; i++)
+    if ((q->l1[i] & QCOW2_OFFSET_MASK)
+        && meta_add (q, (q->l1[i] & QCOW2_OFFSET_MASK) / cs, 1) == -1)
+      return -1;
+  for (uint64_t i = 0; i < q->reftable_entries; i++)
+    if ((q->reftable[i] & QCOW2_OFFSET_MASK)
+        && meta_add (q, (q->reftable[i] & QCOW2_OFFSET_MASK) / cs, 1) == -1)
+      return -1;
+  return 0;
+}
+
+/* Enough L2 cache for the whole disk up to 32 MiB of tables. */
+static unsigned
+l2_cache_tables (const struct qcow2 *q)
+{
+  uint64_t need = q->h.l1_size, max = (32u << 20) / q->cluster_size;
+
+  if (need > max)
+    need = max;
+  return need < 16 ? 16 : (unsigned) need;
+}
+
+int
+qcow2_meta_open (struct qcow2 *q)
+{
+  uint64_t cs = q->cluster_size;
+
+  q->l1_clusters = (uint32_t) (((uint64_t) q->h.l1_size * 8 + cs - 1) / cs);
+  q->reftable_entries = (uint64_t) q->h.reftable_clusters * cs / 8;
+  q->refcount_bits = 1u << q->h.refcount_order;
+  q->refblock_entries = (uint32_t) (cs * 8 / q->refcount_bits);
+  q->hwm = (q->file_size + cs - 1) / cs * cs;
+  if (read_array (q, q->h.l1_offset, q->h.l1_size, &q->l1) == -1
+      || read_array (q, q->h.reftable_offset, q->reftable_entries,
+                     &q->reftable) == -1
+      || build_meta_set (q) == -1
+      || qcache_init (&q->l2_cache, l2_cache_tables (q), cs) == -1
+      || qcache_init (&q->rb_cache, 64, cs) == -1)
+    return -1;
+  return 0;
+}
+
+void
+qcow2_meta_close (struct qcow2 *q)
+{
+  qcache_free (&q->l2_cache);
+  qcache_free (&q->rb_cache);
+  free (q->l1);
+  free (q->reftable);
+  free (q->meta);
+  free (q->frees);
+}
