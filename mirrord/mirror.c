@@ -56,6 +56,8 @@ struct mirror {
   int64_t tokens;               /* bandwidth budget, bytes */
 
   uint64_t zeroes_skipped;       /* zero ranges the target already had */
+  uint64_t fast_zero_bytes;      /* zeroed with FAST_ZERO */
+  bool fast_zero_slow;           /* this target refused FAST_ZERO: don't ask */
 
   /* Write blocking: guest writes whose acknowledgment waits for the
    * mirror to get the lag back under max-lag. */
@@ -302,6 +304,65 @@ piece_done (void *opaque, int err)
     copy_end (c, c->err);
 }
 
+/* A zero piece sent with FAST_ZERO, kept to be sent again plainly. */
+struct fast_zero {
+  struct copy *c;
+  uint64_t pos, len;
+};
+
+/* FAST_ZERO asks the target to zero only if that is cheap (a hole, a
+ * metadata update) and to refuse at once otherwise.  A target that
+ * refuses zeroes by writing them out: it is told so once, then gets
+ * plain WRITE_ZEROES — still without NO_HOLE, so it may punch holes —
+ * and the refusal costs one round trip per target, not per range. */
+static bool
+fast_zero_worth_trying (const struct mirror *m)
+{
+  return target_can_fast_zero (m->tgt) && !m->fast_zero_slow;
+}
+
+static void
+fast_zero_done (void *opaque, int err)
+{
+  struct fast_zero *z = opaque;
+  struct copy *c = z->c;
+  struct mirror *m = c->m;
+
+  if (err == ENOTSUP) {
+    if (!m->fast_zero_slow)
+      log_info ("export %s: mirror target %s zeroes slowly (FAST_ZERO refused): "
+                "plain WRITE_ZEROES from now on", m->exp->spec.name, m->uri);
+    m->fast_zero_slow = true;
+    err = target_zero (m->tgt, z->len, z->pos, piece_done, c) == 0 ? 0 : EIO;
+    if (err == 0) {
+      free (z);
+      return;                   /* piece_done() follows */
+    }
+  }
+  else if (err == 0)
+    m->fast_zero_bytes += z->len;
+  free (z);
+  piece_done (c, err);
+}
+
+static int
+send_zero (struct copy *c, uint64_t pos, uint64_t len)
+{
+  struct mirror *m = c->m;
+  struct fast_zero *z;
+
+  if (!fast_zero_worth_trying (m) || (z = malloc (sizeof *z)) == NULL)
+    return target_zero (m->tgt, len, pos, piece_done, c);
+  z->c = c;
+  z->pos = pos;
+  z->len = len;
+  if (target_zero_fast (m->tgt, len, pos, fast_zero_done, z) == -1) {
+    free (z);
+    return -1;
+  }
+  return 0;
+}
+
 static void
 send_piece (struct copy *c, uint64_t pos, uint64_t len, bool zero)
 {
@@ -314,7 +375,7 @@ send_piece (struct copy *c, uint64_t pos, uint64_t len, bool zero)
   }
   c->pending++;
   if (zero)
-    r = target_zero (m->tgt, len, pos, piece_done, c);
+    r = send_zero (c, pos, len);
   else {
     m->tokens -= (int64_t) len; /* --bandwidth counts data sent */
     r = target_pwrite (m->tgt, (uint8_t *) c->buf + (pos - c->off), len, pos,
@@ -738,6 +799,7 @@ on_target (void *opaque, enum target_state st)
     }
     m->up = true;
     m->backoff_ms = 0;
+    m->fast_zero_slow = false;  /* a new connection: it may have changed */
     m->error[0] = '\0';
     if (m->state == MIRROR_DISCONNECTED)
       set_state (m, MIRROR_SYNCING);
@@ -934,6 +996,7 @@ mirror_status_json (const struct mirror *m)
   status_add (o, "connections", json_object_new_int (m->tgt && m->up ? (int) target_connections (m->tgt) : 0));
   status_add (o, "bandwidth", json_object_new_int64 ((int64_t) m->bandwidth));
   status_add (o, "zeroes_skipped_bytes", json_object_new_int64 ((int64_t) m->zeroes_skipped));
+  status_add (o, "fast_zero_bytes", json_object_new_int64 ((int64_t) m->fast_zero_bytes));
   return o;
 }
 

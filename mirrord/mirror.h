@@ -18,7 +18,8 @@ struct export_io;
  * goes in passes: the bitmap is frozen (new guest writes land in its
  * successor), every pending granule is copied — data read from the
  * image and written to the target, holes and zeroes sent as
- * WRITE_ZEROES — then the target is flushed, and only then are the
+ * WRITE_ZEROES (FAST_ZERO first where offered) unless the target reads
+ * as zero there already — then the target is flushed, and only then are the
  * pass's bits cleared.  A failed copy re-marks its range.  So a bit is
  * never cleared before the target has the data on stable storage, and
  * a guest write racing a copy is always copied again.
