@@ -435,7 +435,10 @@ read_done (struct image_io *io, int err)
 static void
 read_range (struct copy *c)
 {
-  if (!has_data (c)) {
+  /* All zeroes, sent as WRITE_ZEROES: nothing to read.  A target that
+   * cannot zero gets zeroes written as data, and those come from the
+   * read: a pool buffer holds whatever its last copy left there. */
+  if (!has_data (c) && target_can_zero (c->m->tgt)) {
     fan_out (c);
     return;
   }
