@@ -1100,10 +1100,12 @@ mirror_guest_flush (struct mirror *m, struct export_io *x, mirror_write_fn done)
 
 /* ---- Cut-over ---- */
 
+/* Through the final flush too: a write let through then would be
+ * acknowledged on the source and never reach the target. */
 bool
 mirror_holds_writes (const struct mirror *m)
 {
-  return m && m->state == MIRROR_CUTOVER && !m->final_flush;
+  return m && m->state == MIRROR_CUTOVER;
 }
 
 static void
