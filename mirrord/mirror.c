@@ -369,6 +369,8 @@ send_piece (struct copy *c, uint64_t pos, uint64_t len, bool zero)
   struct mirror *m = c->m;
   int r;
 
+  if (zero)
+    m->tokens += (int64_t) len; /* reserved by copy_start(); not data */
   if (zero && pos + len <= c->off + c->target_zero) {
     m->zeroes_skipped += len;   /* already zero there: nothing to send */
     return;
@@ -376,11 +378,9 @@ send_piece (struct copy *c, uint64_t pos, uint64_t len, bool zero)
   c->pending++;
   if (zero)
     r = send_zero (c, pos, len);
-  else {
-    m->tokens -= (int64_t) len; /* --bandwidth counts data sent */
+  else
     r = target_pwrite (m->tgt, (uint8_t *) c->buf + (pos - c->off), len, pos,
                        piece_done, c);
-  }
   if (r == -1) {
     c->pending--;
     c->err = EIO;
@@ -500,6 +500,11 @@ copy_start (struct mirror *m, uint64_t off, uint64_t len)
     m->pass_failed = true;
     return;
   }
+  /* --bandwidth counts the data sent.  A copy reserves its length when
+   * it starts, or the copies started before the first one sends would
+   * all spend the same budget (16 of them: a burst 16 times too big);
+   * what turns out to be zeroes is given back. */
+  m->tokens -= (int64_t) len;
   c->m = m;
   c->off = off;
   c->len = len;
