@@ -75,9 +75,14 @@ bool mirror_active (const struct mirror *m);
 json_object *mirror_status_json (const struct mirror *m);
 
 /* Cut-over: hold guest writes, drain, flush, then refuse writes.  DONE
- * gets 0 and the downtime in ms, or an errno. */
+ * gets 0 and the downtime in ms, or an errno with error_set() done
+ * (ETIMEDOUT when TIMEOUT_MS, if not 0, passed first: the held writes
+ * went on, and the job is back to syncing or ready with every dirty bit
+ * kept), always from the loop.  Returns -1 with error_set() if no
+ * cut-over could start. */
 typedef void (*mirror_cutover_fn) (void *opaque, int err, double downtime_ms);
-int mirror_cutover (struct mirror *m, mirror_cutover_fn done, void *opaque);
+int mirror_cutover (struct mirror *m, unsigned timeout_ms,
+                    mirror_cutover_fn done, void *opaque);
 
 /* Hooks from the export's data path. */
 /* A guest write completed locally: in write-blocking mode it is sent to
