@@ -373,7 +373,7 @@ send_piece (struct copy *c, uint64_t pos, uint64_t len, bool zero)
   struct mirror *m = c->m;
   int r;
 
-  if (zero)
+  if (zero && m->bandwidth)
     m->tokens += (int64_t) len; /* reserved by copy_start(); not data */
   if (zero && pos + len <= c->off + c->target_zero) {
     m->zeroes_skipped += len;   /* already zero there: nothing to send */
@@ -508,7 +508,8 @@ copy_start (struct mirror *m, uint64_t off, uint64_t len)
    * it starts, or the copies started before the first one sends would
    * all spend the same budget (16 of them: a burst 16 times too big);
    * what turns out to be zeroes is given back. */
-  m->tokens -= (int64_t) len;
+  if (m->bandwidth)
+    m->tokens -= (int64_t) len;
   c->m = m;
   c->off = off;
   c->len = len;
