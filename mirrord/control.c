@@ -3,6 +3,8 @@
 #include <config.h>
 
 #include <errno.h>
+#include <limits.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -309,9 +311,7 @@ cutover_done (void *opaque, int err, double downtime_ms)
   json_object *r;
 
   if (err) {
-    error_set (0, "cut-over failed: %s",
-               w->e->mirror ? mirror_error (w->e->mirror) : "?");
-    waiter_done (w, NULL);
+    waiter_done (w, NULL);      /* the mirror set the error */
     return;
   }
   r = status_export_json (w->e);
@@ -319,13 +319,35 @@ cutover_done (void *opaque, int err, double downtime_ms)
   waiter_done (w, r);
 }
 
+/* The optional "timeout" in seconds (an integer or a fraction) as
+ * milliseconds, 0 when there is none. */
+static int
+get_timeout_ms (json_object *req, unsigned *ms)
+{
+  json_object *v;
+  double s;
+
+  *ms = 0;
+  if (!json_object_object_get_ex (req, "timeout", &v) || json_object_is_type (v, json_type_null))
+    return 0;
+  s = json_object_get_double (v);
+  if ((!json_object_is_type (v, json_type_int) && !json_object_is_type (v, json_type_double))
+      || !isfinite (s) || s < 0)
+    return error_set (EINVAL, "\"timeout\" must be a non-negative number of seconds");
+  /* Nothing drains in no time: 0 gives up at the first chance.  The
+   * timer counts milliseconds up to 49 days: longer is capped there. */
+  *ms = s * 1000 >= UINT_MAX ? UINT_MAX : s * 1000 < 1 ? 1 : (unsigned) (s * 1000);
+  return 0;
+}
+
 static json_object *
 cmd_mirror_cutover (json_object *req, struct client *c)
 {
   struct export *e = get_export (req);
   struct waiter *w;
+  unsigned timeout_ms;
 
-  if (e == NULL)
+  if (e == NULL || get_timeout_ms (req, &timeout_ms) == -1)
     return NULL;
   if (e->mirror == NULL || !mirror_active (e->mirror)) {
     error_set (EINVAL, "export %s has no active mirror", e->spec.name);
@@ -336,7 +358,7 @@ cmd_mirror_cutover (json_object *req, struct client *c)
     error_set (ENOMEM, "allocating");
     return NULL;
   }
-  if (mirror_cutover (e->mirror, cutover_done, w) == -1) {
+  if (mirror_cutover (e->mirror, timeout_ms, cutover_done, w) == -1) {
     export_unref (e);
     free (w);
     return NULL;

@@ -13,6 +13,7 @@
 #include "common/bufpool.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "common/size.h"
 #include "export.h"
 #include "mirror.h"
 #include "status.h"
@@ -56,6 +57,8 @@ struct mirror {
   int64_t tokens;               /* bandwidth budget, bytes */
 
   uint64_t zeroes_skipped;       /* zero ranges the target already had */
+  uint64_t fast_zero_bytes;      /* zeroed with FAST_ZERO */
+  bool fast_zero_slow;           /* this target refused FAST_ZERO: don't ask */
 
   /* Write blocking: guest writes whose acknowledgment waits for the
    * mirror to get the lag back under max-lag. */
@@ -67,6 +70,9 @@ struct mirror {
   void *cutover_opaque;
   uint64_t hold_start_ns;
   bool final_flush;
+  enum mirror_state before_cutover;     /* back to it if given up */
+  struct loop_source *cutover_timer;    /* --timeout */
+  unsigned cutover_seq, flush_seq;      /* whose final flush is in flight */
 
   struct loop_source *tick;
   struct loop_source *retry;
@@ -302,24 +308,83 @@ piece_done (void *opaque, int err)
     copy_end (c, c->err);
 }
 
+/* A zero piece sent with FAST_ZERO, kept to be sent again plainly. */
+struct fast_zero {
+  struct copy *c;
+  uint64_t pos, len;
+};
+
+/* FAST_ZERO asks the target to zero only if that is cheap (a hole, a
+ * metadata update) and to refuse at once otherwise.  A target that
+ * refuses zeroes by writing them out: it is told so once, then gets
+ * plain WRITE_ZEROES — still without NO_HOLE, so it may punch holes —
+ * and the refusal costs one round trip per target, not per range. */
+static bool
+fast_zero_worth_trying (const struct mirror *m)
+{
+  return target_can_fast_zero (m->tgt) && !m->fast_zero_slow;
+}
+
+static void
+fast_zero_done (void *opaque, int err)
+{
+  struct fast_zero *z = opaque;
+  struct copy *c = z->c;
+  struct mirror *m = c->m;
+
+  if (err == ENOTSUP) {
+    if (!m->fast_zero_slow)
+      log_info ("export %s: mirror target %s zeroes slowly (FAST_ZERO refused): "
+                "plain WRITE_ZEROES from now on", m->exp->spec.name, m->uri);
+    m->fast_zero_slow = true;
+    err = target_zero (m->tgt, z->len, z->pos, piece_done, c) == 0 ? 0 : EIO;
+    if (err == 0) {
+      free (z);
+      return;                   /* piece_done() follows */
+    }
+  }
+  else if (err == 0)
+    m->fast_zero_bytes += z->len;
+  free (z);
+  piece_done (c, err);
+}
+
+static int
+send_zero (struct copy *c, uint64_t pos, uint64_t len)
+{
+  struct mirror *m = c->m;
+  struct fast_zero *z;
+
+  if (!fast_zero_worth_trying (m) || (z = malloc (sizeof *z)) == NULL)
+    return target_zero (m->tgt, len, pos, piece_done, c);
+  z->c = c;
+  z->pos = pos;
+  z->len = len;
+  if (target_zero_fast (m->tgt, len, pos, fast_zero_done, z) == -1) {
+    free (z);
+    return -1;
+  }
+  return 0;
+}
+
 static void
 send_piece (struct copy *c, uint64_t pos, uint64_t len, bool zero)
 {
   struct mirror *m = c->m;
   int r;
 
+  if (zero && m->bandwidth)
+    m->tokens += (int64_t) len; /* reserved by copy_start(); not data */
   if (zero && pos + len <= c->off + c->target_zero) {
     m->zeroes_skipped += len;   /* already zero there: nothing to send */
     return;
   }
   c->pending++;
   if (zero)
-    r = target_zero (m->tgt, len, pos, piece_done, c);
-  else {
-    m->tokens -= (int64_t) len; /* --bandwidth counts data sent */
+    r = send_zero (c, pos, len);
+  else
     r = target_pwrite (m->tgt, (uint8_t *) c->buf + (pos - c->off), len, pos,
                        piece_done, c);
-  }
   if (r == -1) {
     c->pending--;
     c->err = EIO;
@@ -374,7 +439,10 @@ read_done (struct image_io *io, int err)
 static void
 read_range (struct copy *c)
 {
-  if (!has_data (c)) {
+  /* All zeroes, sent as WRITE_ZEROES: nothing to read.  A target that
+   * cannot zero gets zeroes written as data, and those come from the
+   * read: a pool buffer holds whatever its last copy left there. */
+  if (!has_data (c) && target_can_zero (c->m->tgt)) {
     fan_out (c);
     return;
   }
@@ -436,6 +504,12 @@ copy_start (struct mirror *m, uint64_t off, uint64_t len)
     m->pass_failed = true;
     return;
   }
+  /* --bandwidth counts the data sent.  A copy reserves its length when
+   * it starts, or the copies started before the first one sends would
+   * all spend the same budget (16 of them: a burst 16 times too big);
+   * what turns out to be zeroes is given back. */
+  if (m->bandwidth)
+    m->tokens -= (int64_t) len;
   c->m = m;
   c->off = off;
   c->len = len;
@@ -738,6 +812,7 @@ on_target (void *opaque, enum target_state st)
     }
     m->up = true;
     m->backoff_ms = 0;
+    m->fast_zero_slow = false;  /* a new connection: it may have changed */
     m->error[0] = '\0';
     if (m->state == MIRROR_DISCONNECTED)
       set_state (m, MIRROR_SYNCING);
@@ -904,6 +979,7 @@ mirror_free (struct mirror *m)
   loop_cancel_deferred (m->loop, &m->started_later);
   loop_source_remove (m->tick);
   loop_source_remove (m->retry);
+  loop_source_remove (m->cutover_timer);
   loop_cancel_deferred (m->loop, &m->kick_later);
   loop_cancel_deferred (m->loop, &m->release_later);
   target_free (m->tgt);
@@ -934,6 +1010,7 @@ mirror_status_json (const struct mirror *m)
   status_add (o, "connections", json_object_new_int (m->tgt && m->up ? (int) target_connections (m->tgt) : 0));
   status_add (o, "bandwidth", json_object_new_int64 ((int64_t) m->bandwidth));
   status_add (o, "zeroes_skipped_bytes", json_object_new_int64 ((int64_t) m->zeroes_skipped));
+  status_add (o, "fast_zero_bytes", json_object_new_int64 ((int64_t) m->fast_zero_bytes));
   return o;
 }
 
@@ -1034,19 +1111,28 @@ mirror_guest_flush (struct mirror *m, struct export_io *x, mirror_write_fn done)
 
 /* ---- Cut-over ---- */
 
+/* Through the final flush too: a write let through then would be
+ * acknowledged on the source and never reach the target. */
 bool
 mirror_holds_writes (const struct mirror *m)
 {
-  return m && m->state == MIRROR_CUTOVER && !m->final_flush;
+  return m && m->state == MIRROR_CUTOVER;
 }
 
+/* The cut-over has its outcome: ERR is 0 (the export now refuses
+ * writes) or an errno, WHY saying what happened.  Given up on with the
+ * mirror still sound, the job goes back to what it was, every dirty bit
+ * kept; either way the held writes go on (refused after a cut-over,
+ * started otherwise), and only then does the admin hear of it. */
 static void
-cutover_finished (struct mirror *m, int err)
+cutover_end (struct mirror *m, int err, const char *why)
 {
   mirror_cutover_fn done = m->cutover_done;
   double ms = (double) (loop_now_ns () - m->hold_start_ns) / 1e6;
 
   m->cutover_done = NULL;
+  loop_source_remove (m->cutover_timer);
+  m->cutover_timer = NULL;
   if (err == 0) {
     export_cut_over (m->exp);   /* writes are refused from now on */
     set_state (m, MIRROR_COMPLETED);
@@ -1054,7 +1140,13 @@ cutover_finished (struct mirror *m, int err)
     log_info ("export %s: cut over to %s; writes held %.1f ms",
               m->exp->spec.name, m->uri, ms);
   }
+  else if (m->state == MIRROR_CUTOVER) {
+    set_state (m, m->before_cutover);
+    mirror_kick (m);
+  }
   export_release_held (m->exp);
+  if (err)
+    error_set (err, "%s", why);   /* for DONE; the errno's text follows */
   if (done)
     done (m->cutover_opaque, err, ms);
   if (err == 0) {
@@ -1067,11 +1159,63 @@ static void
 final_flush_done (void *opaque, int err)
 {
   struct mirror *m = opaque;
+  char why[256];
 
   m->final_flush = false;
-  if (err == 0 && dirty_bitmap_dirty_bytes (live (m)) == 0)
+  if (m->cutover_done == NULL || m->flush_seq != m->cutover_seq) {
+    /* The flush of a cut-over given up on meanwhile: it proves nothing
+     * about what a newer one has to drain, so that one flushes anew. */
+    check_cutover (m);
+    return;
+  }
+  if (err) {
+    snprintf (why, sizeof why, "cut-over given up, the target's final flush "
+              "failed (%s); the mirror goes on (%s)", strerror (err),
+              mirror_state_name (m->before_cutover));
+    cutover_end (m, EIO, why);
+    return;
+  }
+  if (dirty_bitmap_dirty_bytes (live (m)) == 0)
     bitmap_store_clear (m->exp->bitmap, 0, 0);
-  cutover_finished (m, err ? EIO : 0);
+  cutover_end (m, 0, NULL);
+}
+
+/* What a cut-over still waits for, for the admin. */
+static void
+cutover_left (const struct mirror *m, char *buf, size_t len)
+{
+  char size[32];
+  unsigned writes = m->exp->writes_in_flight;
+
+  if (remaining (m) == 0 && writes == 0) {
+    snprintf (buf, len, "nothing left to copy, the target's flush had not returned");
+    return;
+  }
+  if (writes == 0)
+    snprintf (buf, len, "%s (%llu bytes) still to copy",
+              size_format (remaining (m), size, sizeof size),
+              (unsigned long long) remaining (m));
+  else
+    snprintf (buf, len, "%s (%llu bytes) still to copy and %u guest write%s "
+              "in flight", size_format (remaining (m), size, sizeof size),
+              (unsigned long long) remaining (m), writes, writes == 1 ? "" : "s");
+}
+
+static void
+cutover_expired (void *opaque)
+{
+  struct mirror *m = opaque;
+  double s = (double) (loop_now_ns () - m->hold_start_ns) / 1e9;
+  char left[160], why[384];
+
+  cutover_left (m, left, sizeof left);
+  log_warn ("export %s: cut-over to %s timed out after %.3g s with %s: "
+            "held writes go on, the mirror stays %s", m->exp->spec.name,
+            m->uri, s, left, mirror_state_name (m->before_cutover));
+  snprintf (why, sizeof why, "cut-over gave up after %.3g s with %s; writes "
+            "flow again and the mirror goes on (%s)", s, left,
+            mirror_state_name (m->before_cutover));
+  cutover_end (m, ETIMEDOUT, why);
 }
 
 /* Cut-over is done when no guest write is in flight, nothing is dirty
@@ -1079,11 +1223,14 @@ final_flush_done (void *opaque, int err)
 static void
 check_cutover (struct mirror *m)
 {
+  char why[600];
+
   if (m->cutover_done == NULL || m->final_flush)
     return;
   if (m->state != MIRROR_CUTOVER) {
     set_error (m, "%s", m->error[0] ? m->error : "cut-over interrupted");
-    cutover_finished (m, ECANCELED);
+    snprintf (why, sizeof why, "cut-over failed: %s", m->error);
+    cutover_end (m, ECANCELED, why);
     return;
   }
   if (m->in_pass || m->exp->writes_in_flight > 0)
@@ -1093,22 +1240,33 @@ check_cutover (struct mirror *m)
     return;
   }
   m->final_flush = true;
+  m->flush_seq = m->cutover_seq;
   if (target_flush (m->tgt, final_flush_done, m) == -1)
     final_flush_done (m, EIO);
 }
 
 int
-mirror_cutover (struct mirror *m, mirror_cutover_fn done, void *opaque)
+mirror_cutover (struct mirror *m, unsigned timeout_ms, mirror_cutover_fn done,
+                void *opaque)
 {
   if (m->state != MIRROR_READY && m->state != MIRROR_SYNCING)
     return error_set (EINVAL, "mirror is %s, not ready", mirror_state_name (m->state));
   if (!m->up)
     return error_set (ENOTCONN, "mirror target is not connected");
+  if (timeout_ms > 0) {
+    m->cutover_timer = loop_add_timer (m->loop, timeout_ms, 0, cutover_expired, m);
+    if (m->cutover_timer == NULL)
+      return -1;
+  }
   m->cutover_done = done;
   m->cutover_opaque = opaque;
+  m->cutover_seq++;
   m->hold_start_ns = loop_now_ns ();
+  m->before_cutover = m->state;
   set_state (m, MIRROR_CUTOVER);
-  check_cutover (m);
+  /* check_cutover() from the loop (a pass, or the end of the one
+   * running, leads there): DONE never runs inside this call. */
+  mirror_kick (m);
   return 0;
 }
 

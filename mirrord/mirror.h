@@ -18,7 +18,8 @@ struct export_io;
  * goes in passes: the bitmap is frozen (new guest writes land in its
  * successor), every pending granule is copied — data read from the
  * image and written to the target, holes and zeroes sent as
- * WRITE_ZEROES — then the target is flushed, and only then are the
+ * WRITE_ZEROES (FAST_ZERO first where offered) unless the target reads
+ * as zero there already — then the target is flushed, and only then are the
  * pass's bits cleared.  A failed copy re-marks its range.  So a bit is
  * never cleared before the target has the data on stable storage, and
  * a guest write racing a copy is always copied again.
@@ -74,9 +75,14 @@ bool mirror_active (const struct mirror *m);
 json_object *mirror_status_json (const struct mirror *m);
 
 /* Cut-over: hold guest writes, drain, flush, then refuse writes.  DONE
- * gets 0 and the downtime in ms, or an errno. */
+ * gets 0 and the downtime in ms, or an errno with error_set() done
+ * (ETIMEDOUT when TIMEOUT_MS, if not 0, passed first: the held writes
+ * went on, and the job is back to syncing or ready with every dirty bit
+ * kept), always from the loop.  Returns -1 with error_set() if no
+ * cut-over could start. */
 typedef void (*mirror_cutover_fn) (void *opaque, int err, double downtime_ms);
-int mirror_cutover (struct mirror *m, mirror_cutover_fn done, void *opaque);
+int mirror_cutover (struct mirror *m, unsigned timeout_ms,
+                    mirror_cutover_fn done, void *opaque);
 
 /* Hooks from the export's data path. */
 /* A guest write completed locally: in write-blocking mode it is sent to

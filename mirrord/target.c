@@ -40,7 +40,7 @@ struct target {
   bool up, down;
   char error[512];
   uint64_t size;
-  bool readonly, can_zero, can_flush, can_bs;
+  bool readonly, can_zero, can_fast_zero, can_flush, can_bs;
   uint32_t max_request;
   unsigned in_flight;
 };
@@ -101,6 +101,7 @@ first_ready (struct target *t, struct nbd_handle *h)
   t->size = size < 0 ? 0 : (uint64_t) size;
   t->readonly = nbd_is_read_only (h) == 1;
   t->can_zero = nbd_can_zero (h) == 1;
+  t->can_fast_zero = t->can_zero && nbd_can_fast_zero (h) == 1;
   t->can_flush = nbd_can_flush (h) == 1;
   t->can_bs = nbd_can_meta_context (h, "base:allocation") == 1;
   t->max_request = max > 0 && max <= DEFAULT_MAX_REQUEST
@@ -225,6 +226,7 @@ const char *target_error (const struct target *t) { return t->error; }
 uint64_t target_size (const struct target *t) { return t->size; }
 bool target_is_readonly (const struct target *t) { return t->readonly; }
 bool target_can_zero (const struct target *t) { return t->can_zero; }
+bool target_can_fast_zero (const struct target *t) { return t->can_fast_zero; }
 bool target_can_flush (const struct target *t) { return t->can_flush; }
 uint32_t target_max_request (const struct target *t) { return t->max_request; }
 unsigned target_in_flight (const struct target *t) { return t->in_flight; }
@@ -322,8 +324,8 @@ cmd_new (struct target *t, target_done_fn done, void *opaque)
   return cmd;
 }
 
-/* Hands CMD to libnbd on C (KIND: 'w'rite, 'z'ero, 'f'lush, 'b'lock
- * status). */
+/* Hands CMD to libnbd on C (KIND: 'w'rite, 'z'ero, 'Z'ero fast, 'f'lush,
+ * 'b'lock status). */
 static int
 submit (struct tconn *c, struct tcmd *cmd, char kind, const void *buf,
         uint64_t count, uint64_t offset)
@@ -334,6 +336,9 @@ submit (struct tconn *c, struct tcmd *cmd, char kind, const void *buf,
   switch (kind) {
   case 'w': r = nbd_aio_pwrite (c->h, buf, count, offset, cb, 0); break;
   case 'z': r = nbd_aio_zero (c->h, count, offset, cb, 0); break;
+  case 'Z':
+    r = nbd_aio_zero (c->h, count, offset, cb, LIBNBD_CMD_FLAG_FAST_ZERO);
+    break;
   case 'b': {
     nbd_extent_callback ecb = { .callback = extent_callback, .user_data = cmd };
     cmd->bs_offset = offset;
@@ -383,6 +388,15 @@ target_zero (struct target *t, uint64_t count, uint64_t offset,
              target_done_fn done, void *opaque)
 {
   return one (t, 'z', NULL, count, offset, done, opaque);
+}
+
+int
+target_zero_fast (struct target *t, uint64_t count, uint64_t offset,
+                  target_done_fn done, void *opaque)
+{
+  if (!t->can_fast_zero)
+    return error_set (ENOTSUP, "%s: no fast zero", t->uri);
+  return one (t, 'Z', NULL, count, offset, done, opaque);
 }
 
 bool

@@ -38,6 +38,7 @@ const char *target_error (const struct target *t);
 uint64_t target_size (const struct target *t);
 bool target_is_readonly (const struct target *t);
 bool target_can_zero (const struct target *t);
+bool target_can_fast_zero (const struct target *t);
 bool target_can_flush (const struct target *t);
 uint32_t target_max_request (const struct target *t);
 unsigned target_connections (const struct target *t);
@@ -48,6 +49,11 @@ int target_pwrite (struct target *t, const void *buf, uint64_t count,
                    uint64_t offset, target_done_fn done, void *opaque);
 int target_zero (struct target *t, uint64_t count, uint64_t offset,
                  target_done_fn done, void *opaque);
+/* WRITE_ZEROES with FAST_ZERO (only if target_can_fast_zero()): the
+ * target zeroes only if that is cheaper than writing, else DONE gets
+ * ENOTSUP at once and nothing changed. */
+int target_zero_fast (struct target *t, uint64_t count, uint64_t offset,
+                      target_done_fn done, void *opaque);
 /* Flushes every connection; DONE once all have. */
 int target_flush (struct target *t, target_done_fn done, void *opaque);
 unsigned target_in_flight (const struct target *t);

@@ -89,6 +89,9 @@ refused(c.call({"command": "mirror-start", "export": "vm9", "uri": "nbd://x/y"})
         "not found")
 refused(c.call({"command": "mirror-cancel", "export": "vm1"}), "no active mirror")
 refused(c.call({"command": "mirror-cutover", "export": "vm1"}), "no active mirror")
+for t in ("1", -1, [1]):
+    refused(c.call({"command": "mirror-cutover", "export": "vm1", "timeout": t}),
+            '"timeout" must be', 22)
 # Pipelined requests in one write, and one request in many writes.
 c.send('{"command": "version"}\n\n{"command": "status"}\n{"command": "bad"}\n')
 r = c.reply()

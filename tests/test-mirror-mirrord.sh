@@ -19,6 +19,7 @@ poll 10 has_mirror || fail "peer= did not start a mirror"
 
 fio --name=load --ioengine=nbd --uri="$(uri s vm1)" --rw=randwrite --bs=4k \
   --iodepth=16 --size=64M --offset=32M --verify=crc32c --do_verify=1 \
+  --verify_state_save=0 \
   > "$TESTDIR/fio.out" 2>&1 || { cat "$TESTDIR/fio.out"; fail "fio verify failed"; }
 ctl s mirror wait vm1 --until ready --timeout 60
 ctl s mirror cutover vm1 >/dev/null
