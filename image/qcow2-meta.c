@@ -5,6 +5,7 @@
 #include <config.h>
 
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -568,6 +569,13 @@ struct qwriteback {
   uint32_t cluster_size;
   uint64_t extend_to;           /* ftruncate first, when the file is shorter */
   bool l1, reftable, header;    /* restored on failure */
+  /* Closing the image must not free it under a running write-back:
+   * it waits for the worker, completes the write-back itself, and
+   * leaves the struct to wb_done (the orphan). */
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  bool worker_done, orphan;
+  ssize_t result;
 };
 
 static int
@@ -603,6 +611,8 @@ wb_free (struct qwriteback *wb)
     free (wb->items[p]);
   }
   free (wb->frees);
+  pthread_mutex_destroy (&wb->lock);
+  pthread_cond_destroy (&wb->cond);
   free (wb);
 }
 
@@ -696,6 +706,8 @@ wb_snapshot (struct qcow2 *q)
     return NULL;
   }
   wb->q = q;
+  pthread_mutex_init (&wb->lock, NULL);
+  pthread_cond_init (&wb->cond, NULL);
   wb->fd = q->meta_fd;
   wb->cluster_size = q->cluster_size;
   s.c = &q->rb_cache;
@@ -736,11 +748,26 @@ write_all (int fd, const struct wb_item *it)
   return 0;
 }
 
+static ssize_t wb_write (struct qwriteback *wb);
+
 /* Runs on a worker thread (or inline at close). */
 static ssize_t
 wb_work (struct ioq_op *op)
 {
   struct qwriteback *wb = op->opaque;
+  ssize_t r = wb_write (wb);
+
+  pthread_mutex_lock (&wb->lock);
+  wb->result = r;
+  wb->worker_done = true;
+  pthread_cond_signal (&wb->cond);
+  pthread_mutex_unlock (&wb->lock);
+  return r;
+}
+
+static ssize_t
+wb_write (struct qwriteback *wb)
+{
   bool synced = false;
 
   if (wb->extend_to) {
@@ -836,7 +863,8 @@ wb_complete (struct qcow2 *q, struct qwriteback *wb, ssize_t res)
     if (wb->extend_to > q->file_size)
       q->file_size = wb->extend_to;
   }
-  wb_free (wb);
+  if (!wb->orphan)
+    wb_free (wb);
   return res < 0 ? (int) -res : 0;
 }
 
@@ -845,7 +873,13 @@ wb_done (struct ioq_op *op, ssize_t res)
 {
   struct qwriteback *wb = op->opaque;
   struct qcow2 *q = wb->q;
-  int err = wb_complete (q, wb, res);
+  int err;
+
+  if (wb->orphan) {             /* the image is gone: see qcow2_writeback_sync */
+    wb_free (wb);
+    return;
+  }
+  err = wb_complete (q, wb, res);
 
   q->wb_running = NULL;
   finish_waiters (&q->flush_now, err);
@@ -900,6 +934,18 @@ qcow2_writeback_wait (struct qcow2 *q, struct qflush_waiter *w)
 int
 qcow2_writeback_sync (struct qcow2 *q)
 {
+  struct qwriteback *running = q->wb_running;
+
+  if (running) {
+    pthread_mutex_lock (&running->lock);
+    while (!running->worker_done)
+      pthread_cond_wait (&running->cond, &running->lock);
+    pthread_mutex_unlock (&running->lock);
+    running->orphan = true;
+    q->wb_running = NULL;
+    wb_complete (q, running, running->result);
+    finish_waiters (&q->flush_now, 0);
+  }
   /* Twice: the frees applied by the first dirty refcount blocks. */
   for (int round = 0; round < 2; round++) {
     struct qwriteback *wb = wb_snapshot (q);
@@ -907,7 +953,7 @@ qcow2_writeback_sync (struct qcow2 *q)
     if (wb == NULL)
       return -1;
     wb->op.opaque = wb;
-    if ((err = wb_complete (q, wb, wb_work (&wb->op))) != 0)
+    if ((err = wb_complete (q, wb, wb_write (wb))) != 0)
       return error_set (err, "%s: writing qcow2 metadata", q->file->path);
   }
   return 0;

@@ -823,6 +823,26 @@ zero_next (struct qreq *r)
   zero_done (r);
 }
 
+/* FAST_ZERO: would any part of the zero have to write data?  Checked
+ * before anything changes, as the NBD protocol wants. */
+static int
+zero_is_slow (struct qreq *r)
+{
+  struct qcow2 *q = r->q;
+
+  for (unsigned i = 0; i < 3; i++) {
+    uint64_t lo = r->zr[i].off, hi = lo + r->zr[i].len;
+    for (uint64_t c = cluster_of (q, lo); c < hi; c += q->cluster_size) {
+      struct mapping m;
+      if (map_cluster (q, c, &m) == -1)
+        return -1;
+      if (!reads_zero (q, &m, c))
+        return 1;
+    }
+  }
+  return 0;
+}
+
 static void
 zero_start (struct qreq *r)
 {
@@ -831,17 +851,25 @@ zero_start (struct qreq *r)
   uint64_t full_lo = cluster_of (q, off + q->cluster_size - 1);
   uint64_t full_hi = cluster_of (q, end), entry = zero_entry (q);
 
-  if (full_lo >= full_hi) {     /* within one cluster, or two partial */
+  int slow;
+
+  if (full_lo >= full_hi)       /* within one cluster, or two partial */
     r->zr[0] = (struct zrange) { off, end - off };
-  }
   else {
     r->zr[0] = (struct zrange) { off, full_lo - off };
     r->zr[2] = (struct zrange) { full_hi, end - full_hi };
     if (entry == UINT64_MAX)
       r->zr[1] = (struct zrange) { full_lo, full_hi - full_lo };
-    else if (set_entries (r, full_lo, full_hi, entry) == -1)
-      fail (r, error_errno ());
   }
+  if ((r->io->flags & IMAGE_FAST_ZERO)
+      && (slow = zero_is_slow (r)) != 0) {
+    fail (r, slow == -1 ? error_errno () : ENOTSUP);
+    finish (r);
+    return;
+  }
+  if (full_lo < full_hi && entry != UINT64_MAX
+      && set_entries (r, full_lo, full_hi, entry) == -1)
+    fail (r, error_errno ());
   if ((r->zero_buf = bufpool_get (q->cluster_size)) == NULL)
     fail (r, ENOMEM);
   else
@@ -1083,6 +1111,8 @@ q_close (struct image *img)
   if (!img->readonly && q->file && q->l1 && !q->corrupt
       && qcow2_writeback_sync (q) == -1)
     log_err ("%s", error_get ());
+  else if (q->wb_running)
+    qcow2_writeback_sync (q);   /* only waits for it */
   qcow2_meta_close (q);
   if (q->zbuf)
     bufpool_put (q->zbuf, q->cluster_size);
