@@ -13,7 +13,6 @@
 #include <string.h>
 #include <unistd.h>
 #include <linux/falloc.h>
-#include <sys/stat.h>
 
 #include "common/bufpool.h"
 #include "common/error.h"
@@ -770,14 +769,13 @@ wb_write (struct qwriteback *wb)
 {
   bool synced = false;
 
-  if (wb->extend_to) {
-    struct stat st;
-    if (fstat (wb->fd, &st) == -1)
-      return -errno;
-    if ((uint64_t) st.st_size < wb->extend_to
-        && ftruncate (wb->fd, (off_t) wb->extend_to) == -1)
-      return -errno;
-  }
+  /* Clusters allocated but written only in part may end past the end
+   * of the file; qemu-img check wants every cluster inside it.  Never
+   * ftruncate: data writes past EXTEND_TO may be landing right now,
+   * and a truncate would cut them off.  Allocating the last byte only
+   * ever grows the file. */
+  if (wb->extend_to)
+    (void) fallocate (wb->fd, 0, (off_t) wb->extend_to - 1, 1);
   for (int p = 0; p < WB_PHASES; p++) {
     if (wb->nr[p] == 0)
       continue;

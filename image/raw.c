@@ -803,10 +803,11 @@ probe_fd (struct image *img, struct raw *r)
 
 /* CHILD: the file under a qcow2 image.  It grows as clusters are
  * allocated, so an odd size (compressed clusters end anywhere) does
- * not turn O_DIRECT off; but O_DIRECT is off when the direct-I/O
- * block is larger than MAX_ALIGN (a cluster): a read-modify-write of a
- * block shared by data and metadata would race with metadata
- * updates through the page cache. */
+ * not turn O_DIRECT off; but O_DIRECT is off when clusters (MAX_ALIGN)
+ * are smaller than a page or than the direct-I/O block: the metadata
+ * goes through the page cache, and a direct write into a page that
+ * also holds metadata cannot invalidate it (the kernel reports
+ * "collision with buffered I/O" and fails the next fsync). */
 static struct image *
 open_common (const char *path, bool readonly, enum image_cache cache,
              struct ioq *ioq, bool child, uint32_t max_align)
@@ -842,11 +843,18 @@ open_common (const char *path, bool readonly, enum image_cache cache,
   }
   if (probe_fd (img, r) == -1)
     goto err;
-  fallback = child ? img->align > max_align : img->size % img->align != 0;
+  fallback = child
+    ? img->align > max_align || max_align < (uint32_t) sysconf (_SC_PAGESIZE)
+    : img->size % img->align != 0;
   if (img->direct && fallback) {
-    log_info ("%s: size %llu or cluster size %u does not suit the direct "
-              "I/O alignment %u; using buffered I/O", path,
-              (unsigned long long) img->size, max_align, img->align);
+    if (child)
+      log_info ("%s: qcow2 clusters of %u bytes are smaller than a page or "
+                "the direct I/O alignment %u; using buffered I/O", path,
+                max_align, img->align);
+    else
+      log_info ("%s: size %llu is not a multiple of the direct I/O "
+                "alignment %u; using buffered I/O", path,
+                (unsigned long long) img->size, img->align);
     close (r->fd);
     img->direct = false;
     img->align = 1;
