@@ -1205,8 +1205,12 @@ clear_autoclear (struct qcow2 *q, const char *path)
 
   if (q->h.version < 3 || q->h.autoclear == 0)
     return 0;
-  log_info ("%s: clearing qcow2 auto-clear features %#llx (persistent "
-            "bitmaps, if any, are no longer valid)", path,
+  if (q->h.has_bitmaps_ext)
+    log_warn ("%s: the image's persistent dirty bitmaps are not supported "
+              "and become invalid; their clusters stay allocated until "
+              "'qemu-img check -r leaks' (remove them first with "
+              "'qemu-img bitmap --remove' to avoid this)", path);
+  log_info ("%s: clearing qcow2 auto-clear features %#llx", path,
             (unsigned long long) q->h.autoclear);
   if (pwrite (q->meta_fd, b, 8, QCOW2_HDR_AUTOCLEAR) != 8
       || fdatasync (q->meta_fd) == -1)
