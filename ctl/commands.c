@@ -162,7 +162,14 @@ run_mirror_cancel (struct ctl *ctl, const struct ctl_args *a)
 static int
 run_demote (struct ctl *ctl, const struct ctl_args *a)
 {
-  return run_simple (ctl, "demote", a->pos[0], "demoted to secondary");
+  json_object *req = ctl_request ("demote", "export", a->pos[0]);
+  json_object *result;
+  int r;
+
+  add_bool (req, "force", a->force);
+  if ((r = ctl_call (ctl, req, 0, &result)) != CTL_OK)
+    return r;
+  return ctl_done (ctl, result, "%s: demoted to secondary", a->pos[0]);
 }
 
 static int
@@ -225,7 +232,7 @@ static const struct command commands[] = {
     "mirror cutover EXPORT [--timeout SECONDS]" },
   { "mirror", "cancel", 1, 1, 0, run_mirror_cancel, "mirror cancel EXPORT" },
   { "promote", NULL, 1, 1, ARG_FORCE, run_promote, "promote EXPORT [--force]" },
-  { "demote", NULL, 1, 1, 0, run_demote, "demote EXPORT" },
+  { "demote", NULL, 1, 1, ARG_FORCE, run_demote, "demote EXPORT [--force]" },
   { "verify", NULL, 1, 1, 0, run_verify, "verify EXPORT" },
   { "bitmap", "clear", 1, 1, ARG_RANGE, run_bitmap_clear,
     "bitmap clear EXPORT [--offset BYTES] [--length BYTES]" },

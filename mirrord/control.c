@@ -18,6 +18,7 @@
 #include "common/log.h"
 #include "control.h"
 #include "export.h"
+#include "ha/ha.h"
 #include "mirror.h"
 #include "status.h"
 
@@ -108,7 +109,7 @@ spec_from_json (struct export_spec *spec, json_object *req)
 {
   static const char *const keys[] = {
     "path", "format", "role", "peer", "mode", "granularity", "bandwidth",
-    "cache", "max-lag",
+    "cache", "max-lag", "fence-peer", "peer-timeout",
   };
   const char *name = get_str (req, "name");
   json_object *v;
@@ -215,6 +216,21 @@ cmd_bitmap_clear (json_object *req, struct client *c)
   return status_export_json (e);
 }
 
+/* An optional boolean argument. */
+static int
+get_bool (json_object *req, const char *key, bool *out)
+{
+  json_object *v;
+
+  *out = false;
+  if (!json_object_object_get_ex (req, key, &v) || json_object_is_type (v, json_type_null))
+    return 0;
+  if (!json_object_is_type (v, json_type_boolean))
+    return error_set (EINVAL, "\"%s\" must be true or false", key);
+  *out = json_object_get_boolean (v);
+  return 0;
+}
+
 /* ---- Mirror commands ---- */
 
 struct waiter {
@@ -280,13 +296,74 @@ cmd_mirror_start (json_object *req, struct client *c)
     error_set (ENOMEM, "allocating");
     return NULL;
   }
-  if (export_mirror_start (e, uri, mode && strcmp (mode, "async") == 0,
+  if (export_mirror_start (e, uri, NULL, mode && strcmp (mode, "async") == 0,
                            bandwidth, false, mirror_started, w) == -1) {
     export_unref (e);
     free (w);
     return NULL;
   }
   return PENDING;
+}
+
+/* ---- HA: promote and demote ---- */
+
+static struct export *
+get_ha_export (json_object *req)
+{
+  struct export *e = get_export (req);
+
+  if (e && e->ha == NULL) {
+    error_set (EINVAL, "export %s has no peer (no HA pair)", e->spec.name);
+    return NULL;
+  }
+  return e;
+}
+
+static void
+promoted (void *opaque, int err, const char *msg)
+{
+  struct waiter *w = opaque;
+
+  if (err) {
+    error_set (err, "%s", msg);
+    waiter_done (w, NULL);
+    return;
+  }
+  waiter_done (w, status_export_json (w->e));
+}
+
+static json_object *
+cmd_promote (json_object *req, struct client *c)
+{
+  struct export *e = get_ha_export (req);
+  struct waiter *w;
+  bool force;
+
+  if (e == NULL || get_bool (req, "force", &force) == -1)
+    return NULL;
+  if ((w = waiter_new (c, e)) == NULL) {
+    error_set (ENOMEM, "allocating");
+    return NULL;
+  }
+  if (ha_promote (e->ha, force, promoted, w) == -1) {
+    export_unref (e);
+    free (w);
+    return NULL;
+  }
+  return PENDING;
+}
+
+static json_object *
+cmd_demote (json_object *req, struct client *c)
+{
+  struct export *e = get_ha_export (req);
+  bool force;
+
+  (void) c;
+  if (e == NULL || get_bool (req, "force", &force) == -1
+      || ha_demote (e->ha, force, e->nr_clients) == -1)
+    return NULL;
+  return status_export_json (e);
 }
 
 static json_object *
@@ -370,6 +447,8 @@ static const struct {
   const char *name;
   command_fn fn;
 } commands[] = {
+  { "promote", cmd_promote },
+  { "demote", cmd_demote },
   { "mirror-start", cmd_mirror_start },
   { "mirror-cancel", cmd_mirror_cancel },
   { "mirror-cutover", cmd_mirror_cutover },

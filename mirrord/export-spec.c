@@ -27,6 +27,7 @@ export_spec_clear (struct export_spec *s)
   free (s->name);
   free (s->path);
   free (s->peer);
+  free (s->fence_peer);
   export_spec_init (s);
 }
 
@@ -45,7 +46,8 @@ export_spec_copy (struct export_spec *dst, const struct export_spec *src)
   *dst = *src;
   if (dup_field (&dst->name, src->name) == -1
       || dup_field (&dst->path, src->path) == -1
-      || dup_field (&dst->peer, src->peer) == -1) {
+      || dup_field (&dst->peer, src->peer) == -1
+      || dup_field (&dst->fence_peer, src->fence_peer) == -1) {
     export_spec_clear (dst);
     return -1;
   }
@@ -67,7 +69,8 @@ export_spec_equal (const struct export_spec *a, const struct export_spec *b)
     && a->granularity == b->granularity && a->bandwidth == b->bandwidth
     && a->readonly == b->readonly && a->cache == b->cache
     && a->bitmap_strict == b->bitmap_strict && a->no_bitmap == b->no_bitmap
-    && a->max_lag == b->max_lag;
+    && a->max_lag == b->max_lag && str_equal (a->fence_peer, b->fence_peer)
+    && a->peer_timeout_ms == b->peer_timeout_ms;
 }
 
 const char *
@@ -93,6 +96,28 @@ parse_bool (const char *key, const char *v, bool *out)
     *out = false;
   else
     return error_set (0, "%s: expected true or false, not '%s'", key, v);
+  return 0;
+}
+
+/* A duration: seconds ("5", "0.5") or milliseconds ("500ms"). */
+static int
+parse_ms (const char *key, const char *v, unsigned *out)
+{
+  char *end;
+  double d;
+
+  errno = 0;
+  d = strtod (v, &end);
+  if (errno || end == v || d <= 0)
+    return error_set (0, "%s: expected a duration (\"5\", \"0.5\" or \"500ms\"), "
+                      "not '%s'", key, v);
+  if (strcmp (end, "ms") == 0)
+    d /= 1000;
+  else if (strcmp (end, "s") != 0 && *end != '\0')
+    return error_set (0, "%s: unknown unit in '%s'", key, v);
+  if (d > 3600)
+    return error_set (0, "%s: %s is over an hour", key, v);
+  *out = (unsigned) (d * 1000 + 0.5);
   return 0;
 }
 
@@ -157,8 +182,15 @@ export_spec_set (struct export_spec *s, const char *key, const char *value)
     return parse_bool (key, value, &s->bitmap_strict);
   if (strcmp (key, "cache") == 0)
     return image_cache_parse (value, &s->cache) == -1 ? error_prefix ("cache") : 0;
+  if (strcmp (key, "fence-peer") == 0) {
+    free (s->fence_peer);
+    return dup_field (&s->fence_peer, value[0] ? value : NULL);
+  }
+  if (strcmp (key, "peer-timeout") == 0)
+    return parse_ms (key, value, &s->peer_timeout_ms);
   return error_set (0, "unknown export key '%s' (expected path, format, role, "
-                    "peer, mode, granularity, bandwidth, readonly, cache, bitmap, bitmap-strict or max-lag)", key);
+                    "peer, mode, granularity, bandwidth, readonly, cache, bitmap, "
+                    "bitmap-strict, max-lag, fence-peer or peer-timeout)", key);
 }
 
 static bool

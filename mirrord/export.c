@@ -11,6 +11,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "export.h"
+#include "ha/ha.h"
 #include "mirror.h"
 
 static struct {
@@ -58,9 +59,34 @@ export_find (const char *name)
 struct export *
 export_lookup_for_client (const char *name)
 {
+  char base[4200];
+
+  if (ha_parse_claim_name (name, base, sizeof base))
+    name = base;                /* the HA peer replicating */
   if (name[0] == '\0')
     return reg.count == 1 ? export_first () : NULL;
   return export_find (name);
+}
+
+int
+export_accept_peer (struct export *e, const char *name, char *why,
+                    size_t len)
+{
+  char base[4200];
+
+  if (!ha_parse_claim_name (name, base, sizeof base))
+    return 0;
+  if (e->ha == NULL) {
+    snprintf (why, len, "export %s has no HA peer", e->spec.name);
+    return -1;
+  }
+  return ha_accept_claim (e->ha, name, why, len) == 0 ? 1 : -1;
+}
+
+int
+export_peer_state (struct export *e, char *buf, size_t len)
+{
+  return e->ha ? ha_peer_state (e->ha, buf, len) : -1;
 }
 
 struct export *
@@ -110,6 +136,8 @@ resume_mirror (struct export *e)
     fclose (fp);
     resume = uri[0] != '\0';
   }
+  if (e->ha)
+    return;                     /* the HA pair decides (ha.h) */
   if (!resume && e->spec.peer && e->spec.role == ROLE_PRIMARY) {
     snprintf (uri, sizeof uri, "%s", e->spec.peer);
     snprintf (mode, sizeof mode, "%s", mirror_mode_name (e->spec.mode));
@@ -117,9 +145,28 @@ resume_mirror (struct export *e)
   }
   if (uri[0] == '\0')
     return;
-  if (export_mirror_start (e, uri, strcmp (mode, "async") == 0, bw, resume,
+  if (export_mirror_start (e, uri, NULL, strcmp (mode, "async") == 0, bw, resume,
                            NULL, NULL) == -1)
     log_err ("export %s: mirror to %s: %s", e->spec.name, uri, error_get ());
+}
+
+static int
+open_ha (struct export *e)
+{
+  char path[4200];
+  struct ha_opts o = {
+    .state_path = path, .peer_uri = e->spec.peer,
+    .initial_role = e->spec.role == ROLE_SECONDARY ? HA_SECONDARY : HA_PRIMARY,
+    .timeout_ms = e->spec.peer_timeout_ms, .fence_hook = e->spec.fence_peer,
+  };
+
+  if (e->bitmap == NULL)
+    return error_set (EINVAL, "a peer needs the dirty bitmap (bitmap=false)");
+  if (e->state_prefix == NULL)
+    return error_set (ENOMEM, "allocating");
+  snprintf (path, sizeof path, "%s.ha", e->state_prefix);
+  e->ha = ha_open (e, &o);
+  return e->ha ? 0 : -1;
 }
 
 struct export *
@@ -164,6 +211,16 @@ export_add (const struct export_spec *spec, bool from_config)
   list_init (&e->held);
   if (asprintf (&e->state_prefix, "%s/%s", reg.state_dir, spec->name) == -1)
     e->state_prefix = NULL;
+  if (spec->peer && open_ha (e) == -1) {
+    error_prefix ("export %s", spec->name);
+    if (bitmap_store_close (e->bitmap) == -1)
+      log_err ("export %s: %s", spec->name, error_get ());
+    image_close (e->img);
+    free (e->state_prefix);
+    export_spec_clear (&e->spec);
+    free (e);
+    return NULL;
+  }
   list_add_tail (&reg.exports, &e->node);
   reg.count++;
   resume_mirror (e);
@@ -189,6 +246,7 @@ export_unref (struct export *e)
   if (--e->refs > 0)
     return;
   log_debug ("export %s: freed", e->spec.name);
+  ha_close (e->ha);
   mirror_free (e->mirror);
   free (e->state_prefix);
   if (bitmap_store_close (e->bitmap) == -1)
@@ -259,7 +317,16 @@ bool
 export_writable (const struct export *e)
 {
   return !e->spec.readonly && !e->img->readonly && !e->cut_over
-    && e->spec.role == ROLE_PRIMARY;
+    && (e->ha ? ha_is_primary (e->ha) : e->spec.role == ROLE_PRIMARY);
+}
+
+bool
+export_writable_by (const struct export *e, const struct export_client *c)
+{
+  if (c && c->peer)
+    return !e->spec.readonly && !e->img->readonly && e->ha
+      && !ha_is_primary (e->ha);
+  return export_writable (e);
 }
 
 uint64_t
@@ -389,9 +456,29 @@ export_submit (struct export *e, struct export_io *x)
   struct image_io *io = &x->io;
 
   e->requests++;
+  if (x->from_peer) {
+    /* Replication into a secondary: the primary tracks these regions
+     * in its own bitmap, ours only counts our own clients' writes. */
+    if (is_write (io->cmd) && (e->ha == NULL || ha_is_primary (e->ha)
+                               || e->spec.readonly)) {
+      io->img = e->img;
+      image_io_complete_later (io, EPERM);
+      return;
+    }
+    if (io->cmd == IMAGE_WRITE)
+      e->bytes_written += io->count;
+    image_submit (e->img, io);
+    return;
+  }
   if (is_write (io->cmd) && !export_writable (e)) {
     io->img = e->img;
     image_io_complete_later (io, EPERM);
+    return;
+  }
+  if (is_write (io->cmd) && e->ha && ha_before_client_write (e->ha) == -1) {
+    log_err ("%s", error_get ());
+    io->img = e->img;
+    image_io_complete_later (io, EIO);
     return;
   }
   if (io->cmd == IMAGE_READ)
@@ -442,11 +529,12 @@ export_state_prefix (const struct export *e)
 }
 
 int
-export_mirror_start (struct export *e, const char *uri, bool async,
+export_mirror_start (struct export *e, const char *uri, const char *label,
+                     bool async,
                      uint64_t bandwidth, bool resume,
                      void (*started) (void *opaque, int err), void *opaque)
 {
-  struct mirror_opts o = { .uri = uri, .async = async, .bandwidth = bandwidth,
+  struct mirror_opts o = { .uri = uri, .label = label, .async = async, .bandwidth = bandwidth,
                            .resume = resume, .started = started, .opaque = opaque };
   struct mirror *m;
 

@@ -45,6 +45,8 @@ struct export_spec {
   bool no_bitmap;               /* bitmap=false: no dirty tracking */
   uint64_t max_lag;             /* async mirror: dirty bytes allowed
                                    before writes block (0: default) */
+  char *fence_peer;             /* HA: hook run before promoting alone */
+  unsigned peer_timeout_ms;     /* HA: a silent peer is down after it */
 };
 
 #define EXPORT_DEFAULT_GRANULARITY (64u << 10)
@@ -72,14 +74,17 @@ struct export_client_ops {
 struct export_client {
   const struct export_client_ops *ops;
   struct list node;
+  bool peer;                    /* replication from the HA peer */
 };
 
 struct mirror;
+struct ha;
 
 struct export {
   struct export_spec spec;
   struct image *img;
   struct mirror *mirror;        /* the mirror job, or NULL */
+  struct ha *ha;                /* the HA pair, with peer=; or NULL */
   char *state_prefix;           /* STATE_DIR/NAME: its files' prefix */
   bool cut_over;                /* after a cut-over: writes refused */
   unsigned writes_in_flight;
@@ -109,6 +114,7 @@ struct export_io {
   struct bitmap_intent intent;
   struct list held_node;
   int err;
+  bool from_peer;               /* set by the caller: replication */
 };
 
 /* The registry.  EXPORT_NAME "" finds the only export, if there is
@@ -118,7 +124,16 @@ int export_registry_init (struct ioq *ioq, const char *state_dir);
 struct export *export_add (const struct export_spec *spec, bool from_config);
 int export_remove (const char *name);
 struct export *export_find (const char *name);
+/* NAME may carry the HA peer's replication claim (ha.h). */
 struct export *export_lookup_for_client (const char *name);
+/* For a connection entering transmission on E with export name NAME:
+ * 0 an ordinary client, 1 the HA peer replicating (its writes are
+ * accepted on a secondary), -1 a refused claim (WHY says why). */
+int export_accept_peer (struct export *e, const char *name, char *why,
+                        size_t len);
+/* The export's HA state for the peer (the mirrord:peer-state meta
+ * context); -1 if it has no peer. */
+int export_peer_state (struct export *e, char *buf, size_t len);
 void export_remove_all (void);
 /* Iteration in creation order. */
 struct export *export_first (void);
@@ -132,6 +147,9 @@ void export_detach (struct export *e, struct export_client *c);
 
 /* May ordinary clients write?  (not read-only, role primary) */
 bool export_writable (const struct export *e);
+/* Writable for this client (the HA peer may write to a secondary). */
+bool export_writable_by (const struct export *e,
+                         const struct export_client *c);
 uint64_t export_size (const struct export *e);
 
 /* The data path: like image_submit(), with the export's policy.
@@ -155,7 +173,8 @@ void export_cut_over (struct export *e);
 void export_release_held (struct export *e);
 /* Starts a mirror of E (replacing a finished one).  -1 with
  * error_set().  STARTED (may be NULL) as in mirror_opts. */
-int export_mirror_start (struct export *e, const char *uri, bool async,
+int export_mirror_start (struct export *e, const char *uri, const char *label,
+                         bool async,
                          uint64_t bandwidth, bool resume,
                          void (*started) (void *opaque, int err), void *opaque);
 /* Stops every mirror, keeping their jobs for the next start; true once

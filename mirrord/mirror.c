@@ -34,6 +34,7 @@ struct mirror {
   struct export *exp;
   struct loop *loop;
   char *uri;
+  char *label;                  /* the URI as shown (without an HA claim) */
   bool async;
   uint64_t bandwidth;
   enum mirror_state state;
@@ -185,7 +186,7 @@ set_state (struct mirror *m, enum mirror_state s)
 {
   if (m->state == s)
     return;
-  log_info ("export %s: mirror to %s: %s -> %s%s%s", m->exp->spec.name, m->uri,
+  log_info ("export %s: mirror to %s: %s -> %s%s%s", m->exp->spec.name, m->label,
             mirror_state_name (m->state), mirror_state_name (s),
             m->error[0] ? ": " : "", m->error);
   m->state = s;
@@ -275,7 +276,7 @@ copy_end (struct copy *c, int err)
     dirty_bitmap_mark (live (m), c->off, c->len);
     m->pass_failed = true;
     if (m->up)
-      log_debug ("mirror %s: copy %llu+%llu failed: %s", m->uri,
+      log_debug ("mirror %s: copy %llu+%llu failed: %s", m->label,
                  (unsigned long long) c->off, (unsigned long long) c->len,
                  strerror (err));
   }
@@ -335,7 +336,7 @@ fast_zero_done (void *opaque, int err)
   if (err == ENOTSUP) {
     if (!m->fast_zero_slow)
       log_info ("export %s: mirror target %s zeroes slowly (FAST_ZERO refused): "
-                "plain WRITE_ZEROES from now on", m->exp->spec.name, m->uri);
+                "plain WRITE_ZEROES from now on", m->exp->spec.name, m->label);
     m->fast_zero_slow = true;
     err = target_zero (m->tgt, z->len, z->pos, piece_done, c) == 0 ? 0 : EIO;
     if (err == 0) {
@@ -659,7 +660,7 @@ pass_start (void *opaque)
     return;
   }
   if (dirty_bitmap_freeze (bm) == -1) {
-    log_err ("mirror %s: %s", m->uri, error_get ());
+    log_err ("mirror %s: %s", m->label, error_get ());
     return;
   }
   m->in_pass = true;
@@ -817,7 +818,7 @@ on_target (void *opaque, enum target_state st)
     if (m->state == MIRROR_DISCONNECTED)
       set_state (m, MIRROR_SYNCING);
     log_info ("export %s: mirror target %s up (%u connection%s)",
-              m->exp->spec.name, m->uri, target_connections (m->tgt),
+              m->exp->spec.name, m->label, target_connections (m->tgt),
               target_connections (m->tgt) == 1 ? "" : "s");
     report_started (m, 0);
     mirror_kick (m);
@@ -898,7 +899,8 @@ mirror_start (struct export *e, const struct mirror_opts *o)
     return NULL;
   }
   m = calloc (1, sizeof *m);
-  if (m == NULL || (m->uri = strdup (o->uri)) == NULL) {
+  if (m == NULL || (m->uri = strdup (o->uri)) == NULL
+      || (m->label = strdup (o->label ? o->label : o->uri)) == NULL) {
     free (m);
     error_set (ENOMEM, "allocating a mirror");
     return NULL;
@@ -916,12 +918,14 @@ mirror_start (struct export *e, const struct mirror_opts *o)
   m->tick = loop_add_timer (m->loop, TICK_MS, TICK_MS, on_tick, m);
   if (m->tick == NULL) {
     free (m->uri);
+  free (m->label);
+    free (m->label);
     free (m);
     return NULL;
   }
   export_ref (e);
   m->holds_ref = true;
-  log_info ("export %s: mirror to %s started (%s%s)", e->spec.name, m->uri,
+  log_info ("export %s: mirror to %s started (%s%s)", e->spec.name, m->label,
             m->async ? "async" : "sync", o->resume ? ", resumed" : "");
   if (o->resume) {
     begin (m);
@@ -995,7 +999,7 @@ mirror_status_json (const struct mirror *m)
   uint64_t rem = m->state == MIRROR_COMPLETED ? 0 : remaining (m);
   uint64_t total = m->done_bytes + rem;
 
-  status_add (o, "target", json_object_new_string (m->uri));
+  status_add (o, "target", json_object_new_string (m->label));
   status_add (o, "state", json_object_new_string (mirror_state_name (m->state)));
   status_add (o, "mode", json_object_new_string (m->async ? "async" : "sync"));
   status_add (o, "total_bytes", json_object_new_int64 ((int64_t) (total > m->total_bytes ? total : m->total_bytes)));
@@ -1138,7 +1142,7 @@ cutover_end (struct mirror *m, int err, const char *why)
     set_state (m, MIRROR_COMPLETED);
     job_forget (m);
     log_info ("export %s: cut over to %s; writes held %.1f ms",
-              m->exp->spec.name, m->uri, ms);
+              m->exp->spec.name, m->label, ms);
   }
   else if (m->state == MIRROR_CUTOVER) {
     set_state (m, m->before_cutover);
@@ -1211,7 +1215,7 @@ cutover_expired (void *opaque)
   cutover_left (m, left, sizeof left);
   log_warn ("export %s: cut-over to %s timed out after %.3g s with %s: "
             "held writes go on, the mirror stays %s", m->exp->spec.name,
-            m->uri, s, left, mirror_state_name (m->before_cutover));
+            m->label, s, left, mirror_state_name (m->before_cutover));
   snprintf (why, sizeof why, "cut-over gave up after %.3g s with %s; writes "
             "flow again and the mirror goes on (%s)", s, left,
             mirror_state_name (m->before_cutover));

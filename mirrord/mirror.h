@@ -47,6 +47,7 @@ typedef void (*mirror_started_fn) (void *opaque, int err);
 
 struct mirror_opts {
   const char *uri;
+  const char *label;            /* how status and logs show it (NULL: URI) */
   bool async;                   /* mode=async, else sync */
   uint64_t bandwidth;           /* bytes/s, 0 = unlimited */
   bool resume;                  /* copy only what the bitmap holds */

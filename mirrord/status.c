@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <config.h>
 
+#include "ha/ha.h"
 #include "mirror.h"
 #include "status.h"
 
@@ -23,10 +24,12 @@ status_export_json (const struct export *e)
   status_add (o, "size", json_object_new_int64 ((int64_t) e->img->size));
   status_add (o, "role", json_object_new_string (export_role_name (e->spec.role)));
   status_add (o, "disk", json_object_new_string ("uptodate"));
+  status_add (o, "peer", NULL);
+  if (e->ha)
+    ha_status (e->ha, o);       /* replaces role, disk and peer */
   status_add (o, "granularity", json_object_new_int64 ((int64_t) e->spec.granularity));
   status_add (o, "dirty_bytes", json_object_new_int64 ((int64_t) export_dirty_bytes (e)));
   status_add (o, "mirror", e->mirror ? mirror_status_json (e->mirror) : NULL);
-  status_add (o, "peer", NULL);
   status_add (o, "readonly", json_object_new_boolean (e->spec.readonly || e->img->readonly));
   status_add (o, "writable", json_object_new_boolean (export_writable (e)));
   status_add (o, "direct_io", json_object_new_boolean (e->img->direct));

@@ -7,6 +7,8 @@
 
 #include "common/loop.h"
 
+struct nbd_handle;
+
 /* A mirror target: one or more libnbd connections to an NBD URI, driven
  * by mirrord's loop through libnbd's asynchronous API.
  *
@@ -64,5 +66,9 @@ bool target_can_block_status (const struct target *t);
 typedef void (*target_zeroes_fn) (void *opaque, int err, uint64_t zero_bytes);
 int target_zero_prefix (struct target *t, uint64_t count, uint64_t offset,
                         target_zeroes_fn done, void *opaque);
+
+/* Prepares a libnbd handle for URI before it connects (TLS settings
+ * for nbds:// URIs).  Shared with the HA peer link. */
+int target_setup_handle (struct nbd_handle *h, const char *uri);
 
 #endif

@@ -93,6 +93,28 @@ check_queries (const uint8_t *q, uint32_t nq, uint32_t len)
   return off == len ? 0 : -1;
 }
 
+/* The HA peer's heartbeat lists "mirrord:" and reads our state in the
+ * name of the one context it gets back (LIST only: it is not a
+ * context that BLOCK_STATUS can serve). */
+static void
+list_peer_state (struct conn *c, uint32_t option, struct export *e,
+                 const uint8_t *q, uint32_t nq)
+{
+  char name[NBD_MAX_STRING];
+  size_t n = strlen ("mirrord:peer-state:");
+  bool asked = false;
+
+  for (uint32_t i = 0, off = 0; i < nq; i++) {
+    uint32_t ql = get32 (q + off);
+    asked |= (ql == 8 && memcmp (q + off + 4, "mirrord:", 8) == 0)
+      || (ql == n && memcmp (q + off + 4, "mirrord:peer-state:", n) == 0);
+    off += 4 + ql;
+  }
+  memcpy (name, "mirrord:peer-state:", n);
+  if (asked && export_peer_state (e, name + n, sizeof name - n) == 0)
+    context_reply (c, option, 0, name);
+}
+
 int
 block_status_list_contexts (struct conn *c, uint32_t option, const char *export,
                             const uint8_t *q, uint32_t nq, uint32_t len)
@@ -127,6 +149,8 @@ block_status_list_contexts (struct conn *c, uint32_t option, const char *export,
   for (int k = 0; k < NR_CONTEXTS; k++)
     if (picked & ctx_bit[k])
       context_reply (c, option, ctx_id[k], names[k]);
+  if (list)
+    list_peer_state (c, option, e, q, nq);
   if (!list) {
     c->meta = picked;
     /* The name the client will GO to, which may be "" (the default). */

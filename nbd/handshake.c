@@ -106,13 +106,30 @@ enter_transmission (struct conn *c, struct export *e)
              c->peer, e->spec.name, c->structured, c->meta);
 }
 
+/* A replication claim in the export name (the HA peer): accepted, or
+ * refused with a policy error.  Returns -1 when refused. */
+static int
+accept_peer (struct conn *c, struct export *e, const char *name)
+{
+  char why[512];
+  int r = export_accept_peer (e, name, why, sizeof why);
+
+  c->client.peer = r == 1;
+  if (r == -1) {
+    log_warn ("%s: %s", c->peer, why);
+    reply_error (c, NBD_REP_ERR_POLICY, "%s", why);
+  }
+  return r == -1 ? -1 : 0;
+}
+
 static void
 opt_export_name (struct conn *c, const uint8_t *data, uint32_t len)
 {
-  char *name = get_string (data, len);
+  char *name = get_string (data, len), why[512];
   struct export *e = name ? export_lookup_for_client (name) : NULL;
   struct out_msg *m;
   uint8_t *p;
+  int r;
 
   if (e == NULL) {
     /* EXPORT_NAME has no error reply: closing is the answer. */
@@ -121,7 +138,14 @@ opt_export_name (struct conn *c, const uint8_t *data, uint32_t len)
     conn_want_close (c);
     return;
   }
+  r = export_accept_peer (e, name, why, sizeof why);
   free (name);
+  if (r == -1) {
+    log_warn ("%s: %s", c->peer, why);
+    conn_want_close (c);       /* no error reply exists for EXPORT_NAME */
+    return;
+  }
+  c->client.peer = r == 1;
   enter_transmission (c, e);
   m = conn_msg_new (NULL);
   if (m == NULL) {
@@ -201,6 +225,10 @@ opt_info_go (struct conn *c, const uint8_t *data, uint32_t len)
   e = export_lookup_for_client (name);
   if (e == NULL) {
     reply_error (c, NBD_REP_ERR_UNKNOWN, "export '%s' not found", name);
+    free (name);
+    return;
+  }
+  if (accept_peer (c, e, name) == -1) {
     free (name);
     return;
   }

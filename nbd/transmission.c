@@ -31,7 +31,7 @@ transmission_flags (const struct conn *c, const struct export *e)
 
   if (c->structured)
     f |= NBD_FLAG_SEND_DF;
-  if (export_writable (e))
+  if (export_writable_by (e, &c->client))
     f |= NBD_FLAG_SEND_TRIM | NBD_FLAG_SEND_WRITE_ZEROES
       | NBD_FLAG_SEND_FAST_ZERO;
   else
@@ -259,6 +259,7 @@ submit (struct conn *c, struct request *req)
     io->flags = 0;
     break;
   }
+  req->xio.from_peer = c->client.peer;
   export_submit (c->exp, &req->xio);
 }
 
@@ -333,7 +334,8 @@ handle_header (struct conn *c, const uint8_t *h)
 {
   struct request_ctx ctx = {
     .size = export_size (c->exp),
-    .writable = !(c->eflags & NBD_FLAG_READ_ONLY) && export_writable (c->exp),
+    .writable = !(c->eflags & NBD_FLAG_READ_ONLY)
+      && export_writable_by (c->exp, &c->client),
     .structured = c->structured,
     .meta_selected = c->meta != 0,
     .eflags = c->eflags,

@@ -1,0 +1,719 @@
+/* SPDX-License-Identifier: MIT */
+/* The HA pair: heartbeat, decisions, promotion (ha.h). */
+#include <config.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "bitmap/dirty-bitmap.h"
+#include "bitmap/store.h"
+#include "common/error.h"
+#include "common/log.h"
+#include "image/image.h"
+#include "mirrord/export.h"
+#include "mirrord/mirror.h"
+#include "ha.h"
+#include "peer.h"
+#include "state.h"
+
+#define CLAIM_MARK "@@mirrord-peer,"
+#define FENCE_TIMEOUT_MS 60000
+#define RESTART_BACKOFF_NS (5ull * 1000000000)
+
+extern char **environ;
+
+struct ha {
+  struct export *e;
+  struct loop *loop;
+  char *state_path, *peer_uri, *fence_hook;
+  unsigned timeout_ms;
+  struct ha_view self;
+
+  /* The peer, as last heard. */
+  struct ha_view peer;
+  bool peer_known, peer_alive;
+  uint64_t last_heard_ns;
+  struct peer_op *probe;
+  struct loop_source *timer;
+  enum ha_decision decision;
+  bool logged_decision;
+
+  /* The resync this primary runs for the peer's generation PEER_GEN. */
+  struct peer_op *fetch;
+  struct ha_gen resync_for;
+  enum ha_decision resync_decision;
+  bool resync_set;
+  uint64_t last_start_ns;
+
+  /* A promotion waiting for the fence-peer hook. */
+  pid_t fence_pid;
+  struct loop_source *fence_timer;
+  uint64_t fence_deadline_ns;
+  ha_reply_fn fence_done;
+  void *fence_opaque;
+};
+
+static int
+save (struct ha *ha)
+{
+  if (ha_state_save (ha->state_path, &ha->self) == -1) {
+    log_err ("export %s: %s", ha->e->spec.name, error_get ());
+    return -1;
+  }
+  return 0;
+}
+
+static void
+log_gens (struct ha *ha, const char *what)
+{
+  log_warn ("export %s: %s (local cur=%016" PRIx64 " bm=%016" PRIx64
+            ", peer cur=%016" PRIx64 " bm=%016" PRIx64 ")", ha->e->spec.name,
+            what, ha->self.gen.current, ha->self.gen.bitmap,
+            ha->peer.gen.current, ha->peer.gen.bitmap);
+}
+
+/* ---- The mirror to the peer ---- */
+
+static bool
+mirror_connected (const struct ha *ha)
+{
+  struct mirror *m = ha->e->mirror;
+
+  return m && (mirror_state (m) == MIRROR_SYNCING
+               || mirror_state (m) == MIRROR_READY);
+}
+
+/* Is the peer known to hold everything we hold? */
+static bool
+in_sync (const struct ha *ha)
+{
+  struct mirror *m = ha->e->mirror;
+
+  return ha->self.role == HA_PRIMARY && m && mirror_state (m) == MIRROR_READY
+    && (ha->e->spec.mode == MODE_SYNC || export_dirty_bytes (ha->e) == 0);
+}
+
+/* The peer URI with our claim in its export name:
+ * nbd://host/vm1 -> nbd://host/vm1@@mirrord-peer,role=primary,cur=... */
+static int
+claim_uri (struct ha *ha, char *buf, size_t len)
+{
+  char view[300];
+  const char *q = strchr (ha->peer_uri, '?');
+  size_t head = q ? (size_t) (q - ha->peer_uri) : strlen (ha->peer_uri);
+  struct ha_view v = ha->self;
+
+  v.in_sync = false;
+  if (ha_view_format (&v, view, sizeof view) == -1)
+    return -1;
+  for (char *p = view; *p; p++)
+    if (*p == ' ')
+      *p = ',';
+  if (snprintf (buf, len, "%.*s" CLAIM_MARK "%s%s", (int) head, ha->peer_uri,
+                view, q ? q : "") >= (int) len)
+    return error_set (ENAMETOOLONG, "peer URI too long");
+  return 0;
+}
+
+static void
+stop_mirror (struct ha *ha)
+{
+  if (ha->fetch) {
+    peer_op_cancel (ha->fetch);
+    ha->fetch = NULL;
+  }
+  if (ha->e->mirror && mirror_active (ha->e->mirror))
+    mirror_cancel (ha->e->mirror, false);
+  ha->resync_set = false;
+}
+
+static void
+start_mirror (struct ha *ha, bool full)
+{
+  char uri[4096];
+
+  if (claim_uri (ha, uri, sizeof uri) == -1
+      || export_mirror_start (ha->e, uri, ha->peer_uri,
+                              ha->e->spec.mode == MODE_ASYNC,
+                              ha->e->spec.bandwidth, !full, NULL, NULL) == -1) {
+    log_err ("export %s: replicating to %s: %s", ha->e->spec.name,
+             ha->peer_uri, error_get ());
+    return;
+  }
+  log_info ("export %s: replicating to %s (%s)", ha->e->spec.name,
+            ha->peer_uri, full ? "full sync" : "from the bitmap");
+}
+
+static void
+peer_dirty (void *opaque, uint64_t offset, uint64_t length)
+{
+  struct ha *ha = opaque;
+  struct dirty_bitmap *live = bitmap_store_live (ha->e->bitmap);
+
+  if (offset < dirty_bitmap_size (live)) {
+    if (length > dirty_bitmap_size (live) - offset)
+      length = dirty_bitmap_size (live) - offset;
+    dirty_bitmap_mark (live, offset, length);
+  }
+}
+
+static void
+peer_bitmap_done (void *opaque, int err)
+{
+  struct ha *ha = opaque;
+
+  ha->fetch = NULL;
+  if (err) {
+    /* Without the peer's regions a bitmap resync could miss some:
+     * copy everything instead. */
+    log_warn ("export %s: the peer's dirty bitmap: %s; resyncing in full",
+              ha->e->spec.name, strerror (err));
+    start_mirror (ha, true);
+    return;
+  }
+  log_info ("export %s: merged the peer's dirty regions (%" PRIu64
+            " bytes dirty now)", ha->e->spec.name, export_dirty_bytes (ha->e));
+  start_mirror (ha, false);
+}
+
+/* The export name in an NBD URI: its path after the authority, up to
+ * the query ("nbd://host:10809/vm1", "nbd+unix:///vm1?socket=..."). */
+static void
+uri_export_name (const char *uri, char *buf, size_t len)
+{
+  const char *p = strstr (uri, "://");
+  size_t n;
+
+  p = p ? strchr (p + 3, '/') : NULL;
+  if (p == NULL || p > uri + strcspn (uri, "?")) {
+    snprintf (buf, len, "%s", "");
+    return;
+  }
+  p++;
+  n = strcspn (p, "?#");
+  snprintf (buf, len, "%.*s", (int) n, p);
+}
+
+/* Sets up replication for the current decision.  A resync (bitmap or
+ * full) is set up once per peer generation, a union of bitmaps with the
+ * peer's bitmap fetched first; once the peer is in sync, the running
+ * mirror simply goes on. */
+static void
+ensure_replication (struct ha *ha)
+{
+  bool resync = ha_decision_is_source (ha->decision);
+  bool same = ha->resync_set && ha->resync_decision == ha->decision
+    && memcmp (&ha->resync_for, &ha->peer.gen, sizeof ha->resync_for) == 0;
+  struct mirror *m = ha->e->mirror;
+  bool running = ha->fetch || (m && mirror_active (m));
+  uint64_t now = loop_now_ns ();
+  char ctx[300], name[256];
+
+  if (running && (!resync || same))
+    return;
+  if (!running && ha->resync_set && now - ha->last_start_ns < RESTART_BACKOFF_NS)
+    return;                     /* it failed or is stopping: not in a tight loop */
+  stop_mirror (ha);
+  if (m && !mirror_idle (m))
+    return;                     /* the old one is still stopping */
+  ha->resync_for = ha->peer.gen;
+  ha->resync_decision = ha->decision;
+  ha->resync_set = true;
+  ha->last_start_ns = now;
+  if (ha->decision != HA_SOURCE_BITMAP) {
+    start_mirror (ha, ha->decision == HA_SOURCE_FULL);
+    return;
+  }
+  uri_export_name (ha->peer_uri, name, sizeof name);
+  snprintf (ctx, sizeof ctx, "qemu:dirty-bitmap:%s", name);
+  ha->fetch = peer_fetch_bitmap (ha->loop, ha->peer_uri, ctx,
+                                 export_size (ha->e), ha->timeout_ms * 4,
+                                 peer_dirty, peer_bitmap_done, ha);
+  if (ha->fetch == NULL)
+    peer_bitmap_done (ha, EIO);
+}
+
+/* ---- Decisions ---- */
+
+static void
+become_splitbrain (struct ha *ha, const char *what)
+{
+  stop_mirror (ha);
+  if (ha->self.disk != DISK_SPLITBRAIN) {
+    ha->self.disk = DISK_SPLITBRAIN;
+    save (ha);
+    log_gens (ha, what);
+    log_err ("export %s: nothing is overwritten until an admin demotes the "
+             "side whose changes are to be discarded", ha->e->spec.name);
+  }
+}
+
+/* The peer is newer: a primary here was failed over. */
+static void
+become_target (struct ha *ha)
+{
+  if (ha->self.role == HA_PRIMARY) {
+    stop_mirror (ha);
+    ha->self.role = HA_SECONDARY;
+    log_gens (ha, "the peer holds a newer generation: becoming secondary");
+  }
+  if (ha->self.disk == DISK_UPTODATE || ha->self.disk == DISK_SPLITBRAIN) {
+    ha->self.disk = DISK_OUTDATED;
+    save (ha);
+  }
+  /* The primary has copied everything to us: take its generation. */
+  if (ha->peer.role == HA_PRIMARY && ha->peer.in_sync
+      && ha->self.disk != DISK_SPLITBRAIN) {
+    ha_gen_adopt (&ha->self.gen, &ha->peer.gen);
+    ha->self.disk = DISK_UPTODATE;
+    ha->self.discard = false;
+    if (save (ha) == 0) {
+      if (ha->e->bitmap)
+        bitmap_store_clear (ha->e->bitmap, 0, export_size (ha->e));
+      log_info ("export %s: in sync with the primary at generation %016"
+                PRIx64, ha->e->spec.name, ha->self.gen.current);
+    }
+  }
+}
+
+static void
+as_source (struct ha *ha)
+{
+  if (ha->self.role != HA_PRIMARY)
+    return;                     /* newer, but only a primary pushes */
+  ensure_replication (ha);
+  /* The peer took our generation: the bitmap no longer needs to
+   * reach back further. */
+  if (ha->peer.gen.current == ha->self.gen.current && ha->self.gen.bitmap) {
+    ha->self.gen.bitmap = 0;
+    save (ha);
+  }
+}
+
+static void
+evaluate (struct ha *ha)
+{
+  enum ha_decision d = ha_decide (&ha->self, &ha->peer);
+
+  if (d != ha->decision || !ha->logged_decision) {
+    log_info ("export %s: peer is %s/%s: %s", ha->e->spec.name,
+              ha_role_name (ha->peer.role), ha_disk_name (ha->peer.disk),
+              ha_decision_name (d));
+    ha->logged_decision = true;
+  }
+  ha->decision = d;
+  switch (d) {
+  case HA_SPLITBRAIN:
+    become_splitbrain (ha, "split-brain: both sides wrote since they diverged");
+    break;
+  case HA_UNRELATED:
+    become_splitbrain (ha, "unrelated data on both sides and no primary to prefer");
+    break;
+  case HA_TARGET_BITMAP:
+  case HA_TARGET_FULL:
+    become_target (ha);
+    break;
+  case HA_SOURCE_BITMAP:
+  case HA_SOURCE_FULL:
+    as_source (ha);
+    break;
+  case HA_NO_RESYNC:
+    if (ha->self.role == HA_PRIMARY)
+      as_source (ha);
+    else if (ha->self.disk != DISK_UPTODATE)
+      become_target (ha);
+    break;
+  }
+}
+
+/* ---- Heartbeat ---- */
+
+static void
+heard (void *opaque, int err, const char *state)
+{
+  struct ha *ha = opaque;
+  struct ha_view v;
+
+  ha->probe = NULL;
+  if (err || ha_view_parse (state, &v) == -1) {
+    if (!err)
+      log_warn ("export %s: peer sent a bad state: %s", ha->e->spec.name,
+                error_get ());
+    return;
+  }
+  if (!ha->peer_alive)
+    log_info ("export %s: peer %s is up (%s/%s)", ha->e->spec.name,
+              ha->peer_uri, ha_role_name (v.role), ha_disk_name (v.disk));
+  ha->peer = v;
+  ha->peer_known = ha->peer_alive = true;
+  ha->last_heard_ns = loop_now_ns ();
+  evaluate (ha);
+}
+
+static void
+tick (void *opaque)
+{
+  struct ha *ha = opaque;
+  uint64_t now = loop_now_ns ();
+
+  if (ha->peer_alive && now - ha->last_heard_ns > ha->timeout_ms * 1000000ull) {
+    ha->peer_alive = false;
+    log_warn ("export %s: peer %s silent for %u ms: considered down",
+              ha->e->spec.name, ha->peer_uri, ha->timeout_ms);
+  }
+  if (ha->probe == NULL)
+    ha->probe = peer_probe (ha->loop, ha->peer_uri, ha->timeout_ms, heard, ha);
+}
+
+/* ---- Claims: replication into a secondary ---- */
+
+bool
+ha_parse_claim_name (const char *name, char *base, size_t len)
+{
+  const char *m = strstr (name, CLAIM_MARK);
+
+  if (m == NULL)
+    return false;
+  snprintf (base, len, "%.*s", (int) (m - name), name);
+  return true;
+}
+
+int
+ha_accept_claim (struct ha *ha, const char *name, char *why, size_t len)
+{
+  const char *m = strstr (name, CLAIM_MARK);
+  char view[512];
+  struct ha_view claim;
+  enum ha_decision d;
+
+  snprintf (view, sizeof view, "%s", m ? m + strlen (CLAIM_MARK) : "");
+  for (char *p = view; *p; p++)
+    if (*p == ',')
+      *p = ' ';
+  if (ha_view_parse (view, &claim) == -1) {
+    snprintf (why, len, "malformed replication claim: %s", error_get ());
+    return -1;
+  }
+  if (ha->self.role != HA_SECONDARY || claim.role != HA_PRIMARY) {
+    snprintf (why, len, "replication needs a primary writing to a secondary "
+              "(this side is %s)", ha_role_name (ha->self.role));
+    return -1;
+  }
+  d = ha_decide (&ha->self, &claim);
+  if (d != HA_NO_RESYNC && !ha_decision_is_target (d)) {
+    snprintf (why, len, "refusing replication from generation %016" PRIx64
+              ": %s (this side cur=%016" PRIx64 " bm=%016" PRIx64 ")",
+              claim.gen.current, ha_decision_name (d), ha->self.gen.current,
+              ha->self.gen.bitmap);
+    log_warn ("export %s: %s", ha->e->spec.name, why);
+    return -1;
+  }
+  if (ha_decision_is_target (d) && ha->self.disk != DISK_INCONSISTENT) {
+    /* Its writes make this disk a mix of two generations until the
+     * resync completes: it must not be promoted meanwhile. */
+    ha->self.disk = DISK_INCONSISTENT;
+    if (save (ha) == -1) {
+      snprintf (why, len, "cannot save the disk state");
+      return -1;
+    }
+  }
+  return 0;
+}
+
+/* ---- Client writes on a primary ---- */
+
+int
+ha_before_client_write (struct ha *ha)
+{
+  if (ha->self.role != HA_PRIMARY || ha->self.gen.bitmap != 0
+      || mirror_connected (ha))
+    return 0;
+  /* The first write the peer will not see: a new generation, saved
+   * before the write is acknowledged. */
+  ha_gen_advance (&ha->self.gen);
+  if (ha_state_save (ha->state_path, &ha->self) == -1)
+    return error_prefix ("export %s: new generation", ha->e->spec.name);
+  log_info ("export %s: writing without the peer: generation %016" PRIx64
+            " (bitmap from %016" PRIx64 ")", ha->e->spec.name,
+            ha->self.gen.current, ha->self.gen.bitmap);
+  return 0;
+}
+
+/* ---- Status ---- */
+
+int
+ha_peer_state (struct ha *ha, char *buf, size_t len)
+{
+  struct ha_view v = ha->self;
+
+  v.in_sync = in_sync (ha);
+  return ha_view_format (&v, buf, len);
+}
+
+static json_object *
+gen_json (const struct ha_gen *g)
+{
+  json_object *o = json_object_new_object ();
+  char b[32];
+
+  snprintf (b, sizeof b, "%016" PRIx64, g->current);
+  json_object_object_add (o, "current", json_object_new_string (b));
+  snprintf (b, sizeof b, "%016" PRIx64, g->bitmap);
+  json_object_object_add (o, "bitmap", json_object_new_string (b));
+  return o;
+}
+
+void
+ha_status (struct ha *ha, json_object *o)
+{
+  json_object *p;
+
+  json_object_object_add (o, "role", json_object_new_string (ha_role_name (ha->self.role)));
+  json_object_object_add (o, "disk", json_object_new_string (ha_disk_name (ha->self.disk)));
+  json_object_object_add (o, "generation", gen_json (&ha->self.gen));
+  if (!ha->peer_known) {
+    p = json_object_new_object ();
+    json_object_object_add (p, "connected", json_object_new_boolean (false));
+    json_object_object_add (p, "role", NULL);
+    json_object_object_add (p, "disk", NULL);
+    json_object_object_add (o, "peer", p);
+    return;
+  }
+  p = json_object_new_object ();
+  json_object_object_add (p, "connected", json_object_new_boolean (ha->peer_alive));
+  json_object_object_add (p, "role", json_object_new_string (ha_role_name (ha->peer.role)));
+  json_object_object_add (p, "disk", json_object_new_string (ha_disk_name (ha->peer.disk)));
+  json_object_object_add (p, "generation", gen_json (&ha->peer.gen));
+  json_object_object_add (p, "in_sync", json_object_new_boolean (ha->peer.in_sync));
+  json_object_object_add (p, "decision", json_object_new_string (ha_decision_name (ha->decision)));
+  json_object_object_add (p, "uri", json_object_new_string (ha->peer_uri));
+  json_object_object_add (o, "peer", p);
+}
+
+bool
+ha_is_primary (const struct ha *ha)
+{
+  return ha->self.role == HA_PRIMARY;
+}
+
+bool
+ha_is_splitbrain (const struct ha *ha)
+{
+  return ha->self.disk == DISK_SPLITBRAIN;
+}
+
+/* ---- Promote and demote ---- */
+
+static void
+do_promote (struct ha *ha, bool forced)
+{
+  ha->self.role = HA_PRIMARY;
+  ha_gen_advance (&ha->self.gen);
+  if (ha->self.disk != DISK_UPTODATE)
+    log_warn ("export %s: promoted with disk %s%s", ha->e->spec.name,
+              ha_disk_name (ha->self.disk), forced ? " (--force)" : "");
+  ha->self.disk = DISK_UPTODATE;
+  ha->self.discard = false;
+  save (ha);
+  ha->resync_set = false;
+  log_info ("export %s: promoted to primary, generation %016" PRIx64
+            " (bitmap from %016" PRIx64 ")", ha->e->spec.name,
+            ha->self.gen.current, ha->self.gen.bitmap);
+}
+
+static void
+fence_poll (void *opaque)
+{
+  struct ha *ha = opaque;
+  int status;
+  pid_t r = waitpid (ha->fence_pid, &status, WNOHANG);
+  char msg[200];
+  int err = 0;
+
+  if (r == 0 && loop_now_ns () < ha->fence_deadline_ns)
+    return;
+  if (r == 0) {
+    kill (ha->fence_pid, SIGKILL);
+    waitpid (ha->fence_pid, &status, 0);
+    snprintf (msg, sizeof msg, "fence-peer hook %s timed out", ha->fence_hook);
+    err = ETIMEDOUT;
+  }
+  else if (WIFEXITED (status) && WEXITSTATUS (status) == 0)
+    snprintf (msg, sizeof msg, "promoted (fence-peer hook allowed it)");
+  else {
+    snprintf (msg, sizeof msg, "fence-peer hook %s forbids the promotion "
+              "(exit %d)", ha->fence_hook,
+              WIFEXITED (status) ? WEXITSTATUS (status) : 128 + WTERMSIG (status));
+    err = EPERM;
+  }
+  loop_source_remove (ha->fence_timer);
+  ha->fence_timer = NULL;
+  ha->fence_pid = 0;
+  if (err == 0)
+    do_promote (ha, false);
+  else
+    log_warn ("export %s: %s", ha->e->spec.name, msg);
+  ha->fence_done (ha->fence_opaque, err, msg);
+}
+
+static int
+run_fence_hook (struct ha *ha, ha_reply_fn done, void *opaque)
+{
+  char *argv[] = { ha->fence_hook, (char *) ha->e->spec.name, ha->peer_uri, NULL };
+  int r;
+
+  setenv ("MIRRORD_EXPORT", ha->e->spec.name, 1);
+  setenv ("MIRRORD_PEER", ha->peer_uri, 1);
+  r = posix_spawn (&ha->fence_pid, ha->fence_hook, NULL, NULL, argv, environ);
+  if (r != 0)
+    return error_set (r, "fence-peer hook %s", ha->fence_hook);
+  ha->fence_done = done;
+  ha->fence_opaque = opaque;
+  ha->fence_deadline_ns = loop_now_ns () + FENCE_TIMEOUT_MS * 1000000ull;
+  ha->fence_timer = loop_add_timer (ha->loop, 20, 20, fence_poll, ha);
+  log_info ("export %s: peer unreachable: asking fence-peer hook %s",
+            ha->e->spec.name, ha->fence_hook);
+  return 0;
+}
+
+int
+ha_promote (struct ha *ha, bool force, ha_reply_fn done, void *opaque)
+{
+  if (ha->self.role == HA_PRIMARY)
+    return error_set (EINVAL, "export %s is already primary", ha->e->spec.name);
+  if (ha->fence_pid)
+    return error_set (EBUSY, "a promotion is already waiting for the "
+                      "fence-peer hook");
+  if (!force && ha->self.disk == DISK_INCONSISTENT)
+    return error_set (EPERM, "export %s is inconsistent (a sync into it "
+                      "never completed); --force to promote anyway",
+                      ha->e->spec.name);
+  if (!force && ha->self.disk == DISK_SPLITBRAIN)
+    return error_set (EPERM, "export %s is in split-brain; demote the side to "
+                      "discard, or --force", ha->e->spec.name);
+  if (!force && ha->peer_alive && ha->peer.role == HA_PRIMARY)
+    return error_set (EPERM, "the peer %s is a connected primary; demote it "
+                      "first, or --force", ha->peer_uri);
+  if (force) {
+    log_warn ("export %s: promotion forced (disk %s, peer %s)",
+              ha->e->spec.name, ha_disk_name (ha->self.disk),
+              ha->peer_alive ? ha_role_name (ha->peer.role) : "unreachable");
+    do_promote (ha, true);
+    done (opaque, 0, "promoted (forced)");
+    return 0;
+  }
+  if (!ha->peer_alive && ha->fence_hook)
+    return run_fence_hook (ha, done, opaque);
+  do_promote (ha, false);
+  done (opaque, 0, "promoted");
+  return 0;
+}
+
+int
+ha_demote (struct ha *ha, bool force, unsigned clients)
+{
+  if (ha->self.role == HA_SECONDARY && ha->self.disk != DISK_SPLITBRAIN)
+    return error_set (EINVAL, "export %s is already secondary", ha->e->spec.name);
+  if (clients && !force)
+    return error_set (EBUSY, "export %s has %u NBD client%s connected; stop "
+                      "them first", ha->e->spec.name, clients,
+                      clients == 1 ? "" : "s");
+  stop_mirror (ha);
+  ha->self.role = HA_SECONDARY;
+  if (ha->self.disk == DISK_SPLITBRAIN) {
+    /* Resolving a split-brain: this side's changes go. */
+    ha->self.discard = true;
+    ha->self.disk = DISK_OUTDATED;
+    log_warn ("export %s: demoted to resolve the split-brain: its changes "
+              "since the divergence will be overwritten by the peer's",
+              ha->e->spec.name);
+  }
+  else
+    log_info ("export %s: demoted to secondary", ha->e->spec.name);
+  return save (ha);
+}
+
+/* ---- Open and close ---- */
+
+static int
+load_or_init (struct ha *ha, enum ha_role initial)
+{
+  int r = ha_state_load (ha->state_path, &ha->self);
+
+  if (r == -1)
+    return -1;
+  if (r == 0) {
+    if (ha->self.role != initial)
+      log_info ("export %s: %s (saved role; the configured %s applies only "
+                "the first time)", ha->e->spec.name,
+                ha_role_name (ha->self.role), ha_role_name (initial));
+    return 0;
+  }
+  memset (&ha->self, 0, sizeof ha->self);
+  ha->self.role = initial;
+  if (initial == HA_PRIMARY) {
+    ha->self.gen.current = ha_gen_new ();
+    ha->self.disk = DISK_UPTODATE;
+  }
+  else
+    ha->self.disk = DISK_INCONSISTENT;   /* nothing synced into it yet */
+  return ha_state_save (ha->state_path, &ha->self);
+}
+
+struct ha *
+ha_open (struct export *e, const struct ha_opts *o)
+{
+  struct ha *ha = calloc (1, sizeof *ha);
+  unsigned interval;
+
+  if (ha == NULL || (ha->state_path = strdup (o->state_path)) == NULL
+      || (ha->peer_uri = strdup (o->peer_uri)) == NULL
+      || (o->fence_hook && (ha->fence_hook = strdup (o->fence_hook)) == NULL)) {
+    error_set (ENOMEM, "allocating HA state");
+    goto err;
+  }
+  ha->e = e;
+  ha->loop = ioq_loop (e->img->ioq);
+  ha->timeout_ms = o->timeout_ms ? o->timeout_ms : 5000;
+  if (load_or_init (ha, o->initial_role) == -1)
+    goto err;
+  interval = ha->timeout_ms / 5;
+  if (interval < 100)
+    interval = 100;
+  if (interval > 1000)
+    interval = 1000;
+  ha->timer = loop_add_timer (ha->loop, 1, interval, tick, ha);
+  if (ha->timer == NULL)
+    goto err;
+  log_info ("export %s: %s, disk %s, generation %016" PRIx64 ", peer %s",
+            e->spec.name, ha_role_name (ha->self.role),
+            ha_disk_name (ha->self.disk), ha->self.gen.current, ha->peer_uri);
+  return ha;
+ err:
+  ha_close (ha);
+  return NULL;
+}
+
+void
+ha_close (struct ha *ha)
+{
+  if (ha == NULL)
+    return;
+  if (ha->timer)
+    loop_source_remove (ha->timer);
+  if (ha->fence_timer)
+    loop_source_remove (ha->fence_timer);
+  peer_op_cancel (ha->probe);
+  peer_op_cancel (ha->fetch);
+  free (ha->state_path);
+  free (ha->peer_uri);
+  free (ha->fence_hook);
+  free (ha);
+}

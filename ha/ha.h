@@ -1,0 +1,77 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef MIRRORD_HA_HA_H
+#define MIRRORD_HA_HA_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <json-c/json.h>
+
+#include "generation.h"
+
+/* The HA pair, for one export with a peer (SPEC §2.1, §2.3).
+ *
+ * Each side keeps its view (role, disk state, generations; state.h)
+ * and learns its peer's through a heartbeat (peer.h).  Whenever it
+ * hears from the peer it decides (ha_decide) and acts:
+ *   - a primary that is the newer side (or in sync) mirrors to the
+ *     peer with the mirror engine, first merging the peer's dirty
+ *     bitmap when both wrote since a common generation (the union);
+ *   - a primary whose peer is newer was failed over: it becomes
+ *     secondary, outdated, and waits to be resynced;
+ *   - split-brain (or unrelated data) stops replication on both
+ *     sides, marks the disk splitbrain and overwrites nothing;
+ *   - a secondary takes the primary's generation when the primary
+ *     reports that it is in sync with it.
+ *
+ * Replication writes reach a secondary through the NBD server on
+ * connections whose export name carries the primary's view (a claim,
+ * ha_claim); the secondary accepts them only when the claim is not
+ * older than itself (guarantee 6).
+ *
+ * A primary starts a new generation the first time it writes while
+ * its peer does not follow, before that write is acknowledged.
+ */
+
+struct export;
+struct ha;
+
+struct ha_opts {
+  const char *state_path;       /* STATE_DIR/NAME.ha */
+  const char *peer_uri;         /* NBD URI of the peer's export */
+  enum ha_role initial_role;    /* the first time only */
+  unsigned timeout_ms;          /* a silent peer is dead after this */
+  const char *fence_hook;       /* run before promoting without a peer */
+};
+
+struct ha *ha_open (struct export *e, const struct ha_opts *o);
+void ha_close (struct ha *ha);
+
+bool ha_is_primary (const struct ha *ha);
+bool ha_is_splitbrain (const struct ha *ha);
+
+/* Our view as the peer reads it (the state meta context). */
+int ha_peer_state (struct ha *ha, char *buf, size_t len);
+
+/* Does the export name NAME carry a replication claim?  Then the base
+ * name goes to BASE. */
+bool ha_parse_claim_name (const char *name, char *base, size_t len);
+/* Accepts (0) or refuses (-1, WHY says why) the replication claim in
+ * export name NAME. */
+int ha_accept_claim (struct ha *ha, const char *name, char *why, size_t len);
+
+/* Before a client write on a primary is started: -1 with error_set()
+ * when the new generation it needs could not be saved. */
+int ha_before_client_write (struct ha *ha);
+
+/* Adds role, disk and peer to an export's status. */
+void ha_status (struct ha *ha, json_object *o);
+
+typedef void (*ha_reply_fn) (void *opaque, int err, const char *msg);
+/* Promotes (or refuses, saying why).  DONE may run later, after the
+ * fence-peer hook.  Returns -1 with error_set() for an immediate
+ * refusal (DONE not called). */
+int ha_promote (struct ha *ha, bool force, ha_reply_fn done, void *opaque);
+int ha_demote (struct ha *ha, bool force, unsigned clients);
+
+#endif

@@ -1,0 +1,41 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef MIRRORD_HA_PEER_H
+#define MIRRORD_HA_PEER_H
+
+#include <stdint.h>
+
+#include "common/loop.h"
+
+/* One-shot NBD conversations with the peer mirrord, over libnbd's
+ * asynchronous API inside the loop (no thread blocks on a dead peer;
+ * each op has a deadline).
+ *
+ * probe: connects in negotiation mode and lists the meta contexts
+ *   under "mirrord:" for the peer's export; the peer answers with one
+ *   named "mirrord:peer-state:STATE", its view (generation.h).  This
+ *   is the heartbeat: a peer that answers is alive.
+ * fetch_bitmap: reads the peer export's dirty bitmap
+ *   ("qemu:dirty-bitmap:NAME") through BLOCK_STATUS, for the union
+ *   of both sides' dirty regions before a resync.
+ *
+ * Callbacks run on the loop, never from inside the starting call;
+ * after peer_op_cancel() none runs.
+ */
+
+#define PEER_STATE_CONTEXT "mirrord:peer-state:"
+
+struct peer_op;
+typedef void (*peer_state_fn) (void *opaque, int err, const char *state);
+typedef void (*peer_extent_fn) (void *opaque, uint64_t offset, uint64_t length);
+typedef void (*peer_done_fn) (void *opaque, int err);
+
+struct peer_op *peer_probe (struct loop *loop, const char *uri,
+                            unsigned timeout_ms, peer_state_fn done,
+                            void *opaque);
+struct peer_op *peer_fetch_bitmap (struct loop *loop, const char *uri,
+                                   const char *context, uint64_t size,
+                                   unsigned timeout_ms, peer_extent_fn dirty,
+                                   peer_done_fn done, void *opaque);
+void peer_op_cancel (struct peer_op *op);
+
+#endif
