@@ -154,6 +154,15 @@ check (struct image *img, struct image_io *io)
   return 0;
 }
 
+int
+image_extents_sync (struct image *img, uint64_t offset, uint64_t count,
+                    struct image_extents *e)
+{
+  if (img->ops->extents_sync == NULL)
+    return error_set (ENOTSUP, "%s: no synchronous block status", img->path);
+  return img->ops->extents_sync (img, offset, count, e);
+}
+
 void
 image_submit (struct image *img, struct image_io *io)
 {

@@ -116,6 +116,10 @@ struct image_ops {
   void (*zero) (struct image *img, struct image_io *io);
   void (*cache) (struct image *img, struct image_io *io);
   void (*extents) (struct image *img, struct image_io *io);
+  /* Optional: block status at once, on the caller's thread (for a
+   * qcow2 image asking its backing file).  0, 1 when E is full, -1. */
+  int (*extents_sync) (struct image *img, uint64_t offset, uint64_t count,
+                       struct image_extents *e);
 };
 
 struct image {
@@ -143,6 +147,11 @@ void image_close (struct image *img);
 
 /* Submits IO; checks its range and flags first. */
 void image_submit (struct image *img, struct image_io *io);
+
+/* Block status at once, for drivers layered on IMG: -1 (errno set) when
+ * IMG's driver cannot answer synchronously; 0, or 1 when E is full. */
+int image_extents_sync (struct image *img, uint64_t offset, uint64_t count,
+                        struct image_extents *e);
 
 /* For drivers: completes IO from the loop, after the caller returns. */
 void image_io_complete_later (struct image_io *io, int err);

@@ -169,11 +169,11 @@ qcow2_header_parse (const uint8_t *buf, size_t len, uint64_t file_size,
   memset (h, 0, sizeof *h);
   if (len < V2_HEADER_LENGTH || memcmp (buf, "QFI\xfb", 4) != 0)
     return error_set (EINVAL, "not a qcow2 header");
+  if (qcow2_be32 (buf + 4) >= 3 && len < V3_HEADER_LENGTH)
+    return error_set (EINVAL, "truncated version 3 header");
   parse_fixed (buf, h);
   if (h->version != 2 && h->version != 3)
     return error_set (ENOTSUP, "unsupported qcow2 version %u", h->version);
-  if (h->version >= 3 && len < V3_HEADER_LENGTH)
-    return error_set (EINVAL, "truncated version 3 header");
   if (check_geometry (h, file_size) == -1)
     return -1;
   if (len > (1ull << h->cluster_bits))

@@ -901,8 +901,8 @@ trim_start (struct qreq *r)
 static int extents_sync (struct image *img, uint64_t off, uint64_t len,
                          struct image_extents *e);
 
-/* Through the backing chain: qcow2 backings answer exactly, others
- * count as data. */
+/* Through the backing chain; a backing file that cannot say counts as
+ * data. */
 static int
 backing_extents (struct qcow2 *q, uint64_t off, uint64_t len,
                  struct image_extents *e)
@@ -911,9 +911,8 @@ backing_extents (struct qcow2 *q, uint64_t off, uint64_t len,
   uint64_t in = off >= b->size ? 0 : (b->size - off < len ? b->size - off : len);
   int r = 0;
 
-  if (in && b->format == IMAGE_FORMAT_QCOW2)
-    r = extents_sync (b, off, in, e);
-  else if (in)
+  if (in && (r = image_extents_sync (b, off, in, e)) == -1
+      && error_errno () == ENOTSUP)
     r = image_extents_add (e, off, in, 0);
   if (r == 0 && in < len)
     r = image_extents_add (e, off + in, len - in,
@@ -1135,6 +1134,7 @@ static const struct image_ops qcow2_ops = {
   .zero = submit_ranged,
   .cache = q_cache,
   .extents = q_extents,
+  .extents_sync = extents_sync,
 };
 
 static int

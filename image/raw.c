@@ -748,6 +748,7 @@ static const struct image_ops raw_ops = {
   .zero = raw_zero,
   .cache = raw_cache,
   .extents = raw_extents,
+  .extents_sync = raw_extents_sync,
 };
 
 static uint32_t
