@@ -29,10 +29,21 @@ run_suite () {
 run_suite build --enable-werror CFLAGS="-O2 -g"
 if [ "${1:-}" != quick ]; then
   run_suite build-asan --enable-werror --enable-sanitizers CFLAGS="-O1 -g"
+  # libFuzzer (clang): a bounded run of the qcow2 fuzz target and its
+  # corpus replay; the rest of the suite ran above.
+  if command -v clang >/dev/null; then
+    tests/setup.sh build build-fuzz CC=clang --enable-fuzz CFLAGS="-O1 -g"
+    echo "==> make check (fuzz tests, in build-fuzz)"
+    if ! make -C build-fuzz check \
+        TESTS="tests/test-qcow2-fuzz.sh tests/test-qcow2-fuzz-corpus.sh"; then
+      status=1
+      for log in build-fuzz/tests/test-qcow2-fuzz*.log; do echo "---- $log"; tail -60 "$log"; done
+    fi
+  fi
 fi
 # One closing line over both builds, in the form CI reads.
 passed=0 failed=0 skipped=0
-for log in build/test-suite.log build-asan/test-suite.log; do
+for log in build/test-suite.log build-asan/test-suite.log build-fuzz/test-suite.log; do
   [ -f "$log" ] || continue
   read -r p f e s < <(awk '/^# PASS:/{p=$3} /^# FAIL:/{f=$3} /^# ERROR:/{e=$3}
                            /^# SKIP:/{s=$3} END{print p+0, f+0, e+0, s+0}' "$log")

@@ -1,0 +1,311 @@
+/* SPDX-License-Identifier: MIT */
+/* libFuzzer target for the qcow2 driver, and its replay driver.
+ *
+ * Each input is a qcow2 file.  It is written to a memfd and opened
+ * through the project's image API as /proc/self/fd/N, read-only: if
+ * the open succeeds, IMAGE_EXTENTS over the first MAX_EXTENTS_BYTES and
+ * reads (plain and IMAGE_SPARSE) of the first MAX_READ_BYTES run.  Then
+ * a copy is opened writable and gets a few writes, zero writes (with
+ * and without MAY_TRIM), trims and a FLUSH at offsets taken from the
+ * input, then the same reads.  Every request is run to completion on
+ * the loop before the next; the image is closed at the end.  Sizes are
+ * bounded so that one input takes milliseconds.
+ *
+ * Built two ways from this one file:
+ *   fuzz-qcow2     (configure --enable-fuzz, clang): libFuzzer's main
+ *   replay-qcow2   (always, by make check): -DFUZZ_REPLAY adds a main
+ *                  that runs every file named, or every file in each
+ *                  directory named, once: the corpus as a regression
+ *                  test in every build.
+ *
+ * A backing file name in an input is resolved relative to
+ * /proc/self/fd/, so it names nothing useful (or one of our own
+ * descriptors, which the driver then probes like any path); absolute
+ * names are opened read-only as usual.  The seed corpus uses
+ * /tmp/mirrord-fuzz-backing.raw, created (1 MiB of a pattern) at start.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/mman.h>
+
+#include "common/bufpool.h"
+#include "common/error.h"
+#include "common/ioq.h"
+#include "common/log.h"
+#include "common/loop.h"
+#include "image/image.h"
+
+#define MAX_INPUT (4u << 20)
+#define MAX_READ_BYTES (4u << 20)
+#define READ_CHUNK (256u << 10)
+#define MAX_EXTENTS_BYTES (256ull << 20)
+#define MAX_EXTENTS 256
+#define BACKING_PATH "/tmp/mirrord-fuzz-backing.raw"
+
+int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size);
+int LLVMFuzzerInitialize (int *argc, char ***argv);
+
+static struct loop *loop;
+static struct ioq *ioq;
+static uint8_t *buf;
+static unsigned opened;         /* read-only opens that succeeded */
+
+struct waiter {
+  bool finished;
+  int err;
+};
+
+static void
+on_done (struct image_io *io, int err)
+{
+  struct waiter *w = io->opaque;
+
+  w->finished = true;
+  w->err = err;
+  loop_stop (loop);
+}
+
+/* Submits one request and runs the loop until it completes. */
+static int
+run (struct image *img, enum image_cmd cmd, unsigned flags,
+     uint64_t offset, uint64_t count, struct image_extents *ext)
+{
+  struct image_io io;
+  struct waiter w = { false, 0 };
+
+  memset (&io, 0, sizeof io);
+  io.cmd = cmd;
+  io.flags = flags;
+  io.offset = offset;
+  io.count = count;
+  io.buf = (cmd == IMAGE_READ || cmd == IMAGE_WRITE) ? buf : NULL;
+  io.extents = ext;
+  io.done = on_done;
+  io.opaque = &w;
+  image_submit (img, &io);
+  while (!w.finished)
+    if (loop_run (loop) == -1)
+      abort ();
+  return w.err;
+}
+
+static void
+check_extents (const struct image_extents *e, uint64_t offset, uint64_t count)
+{
+  uint64_t pos = offset;
+
+  for (size_t i = 0; i < e->nr; i++) {
+    if (e->ext[i].offset != pos || e->ext[i].length == 0
+        || (e->ext[i].flags & ~(IMAGE_EXTENT_HOLE | IMAGE_EXTENT_ZERO)))
+      abort ();                 /* not contiguous, empty, or bad flags */
+    pos += e->ext[i].length;
+  }
+  if (pos > offset + count)
+    abort ();                   /* past the request */
+}
+
+static void
+read_all (struct image *img)
+{
+  struct image_extents e = { .max = MAX_EXTENTS };
+  uint64_t n = img->size < MAX_EXTENTS_BYTES ? img->size : MAX_EXTENTS_BYTES;
+
+  if (n && run (img, IMAGE_EXTENTS, 0, 0, n, &e) == 0)
+    check_extents (&e, 0, n);
+  n = img->size < MAX_READ_BYTES ? img->size : MAX_READ_BYTES;
+  for (uint64_t off = 0; off < n; off += READ_CHUNK) {
+    uint64_t len = n - off < READ_CHUNK ? n - off : READ_CHUNK;
+    bool sparse = (off / READ_CHUNK) % 2;
+    if (run (img, IMAGE_READ, sparse ? IMAGE_SPARSE : 0, off, len,
+             sparse ? &e : NULL) == 0 && sparse)
+      check_extents (&e, off, len);
+  }
+  image_extents_free (&e);
+}
+
+/* Requests for the writable open, drawn from the input's last bytes. */
+static void
+write_some (struct image *img, const uint8_t *data, size_t size)
+{
+  uint64_t span = img->size < MAX_READ_BYTES ? img->size : MAX_READ_BYTES;
+  const uint8_t *p = size > 48 ? data + size - 48 : data;
+  size_t np = size > 48 ? 48 : size;
+
+  if (span < 512)
+    return;
+  for (size_t i = 0; i + 6 <= np; i += 6) {
+    uint64_t off = ((uint64_t) p[i] << 16 | (uint64_t) p[i + 1] << 8 | p[i + 2])
+      * 512 % span;
+    uint64_t len = ((uint64_t) p[i + 3] << 8 | p[i + 4]) % (128u << 10) + 1;
+    if (len > span - off)
+      len = span - off;
+    memset (buf, p[i + 5], len);
+    switch (p[i + 5] % 6) {
+    case 0: case 1: run (img, IMAGE_WRITE, 0, off, len, NULL); break;
+    case 2: run (img, IMAGE_WRITE, IMAGE_FUA, off, len, NULL); break;
+    case 3: run (img, IMAGE_ZERO, 0, off, len, NULL); break;
+    case 4: run (img, IMAGE_ZERO, IMAGE_MAY_TRIM, off, len, NULL); break;
+    case 5: run (img, IMAGE_TRIM, 0, off, len, NULL); break;
+    }
+  }
+  run (img, IMAGE_FLUSH, 0, 0, 0, NULL);
+}
+
+static int
+memfd_with (const uint8_t *data, size_t size, char *path, size_t pathlen)
+{
+  int fd = memfd_create ("fuzz-qcow2", 0);
+
+  if (fd == -1)
+    abort ();
+  for (size_t done = 0; done < size; ) {
+    ssize_t n = write (fd, data + done, size - done);
+    if (n <= 0)
+      abort ();
+    done += (size_t) n;
+  }
+  snprintf (path, pathlen, "/proc/self/fd/%d", fd);
+  return fd;
+}
+
+static void
+one_open (const uint8_t *data, size_t size, bool readonly)
+{
+  char path[64];
+  int fd = memfd_with (data, size, path, sizeof path);
+  struct image *img = image_open (path, IMAGE_FORMAT_QCOW2, readonly,
+                                  IMAGE_CACHE_WRITEBACK, ioq);
+
+#ifdef FUZZ_REPLAY
+  printf ("  %s open: %s\n", readonly ? "read-only" : "writable",
+          img ? "ok" : error_get ());
+#endif
+  if (img) {
+    opened += readonly;
+    read_all (img);
+    if (!readonly) {
+      write_some (img, data, size);
+      read_all (img);
+    }
+    image_close (img);
+  }
+  close (fd);
+}
+
+int
+LLVMFuzzerInitialize (int *argc, char ***argv)
+{
+  FILE *f;
+
+  log_init ("fuzz-qcow2", false, 0);
+  loop = loop_new ();
+  ioq = loop ? ioq_new (loop, 64, 2) : NULL;
+  buf = aligned_alloc (BUFPOOL_ALIGN, 128u << 10 > READ_CHUNK ? 128u << 10 : READ_CHUNK);
+  if (ioq == NULL || buf == NULL) {
+    fprintf (stderr, "fuzz-qcow2: setup: %s\n", error_get ());
+    abort ();
+  }
+  /* The seeds' backing file. */
+  f = fopen (BACKING_PATH, "wx");
+  if (f) {
+    for (int i = 0; i < (1 << 20); i++)
+      fputc ((i >> 9) & 0xff, f);
+    fclose (f);
+  }
+  return 0;
+}
+
+int
+LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
+{
+  if (size > MAX_INPUT)
+    return -1;
+  one_open (data, size, true);
+  one_open (data, size, false);
+  return 0;
+}
+
+#ifdef FUZZ_REPLAY
+#include <dirent.h>
+#include <sys/stat.h>
+
+static int
+replay_file (const char *path)
+{
+  FILE *f = fopen (path, "rb");
+  uint8_t *data;
+  long n;
+
+  if (f == NULL || fseek (f, 0, SEEK_END) == -1 || (n = ftell (f)) < 0) {
+    perror (path);
+    return -1;
+  }
+  rewind (f);
+  data = malloc ((size_t) n + 1);
+  if (data == NULL || fread (data, 1, (size_t) n, f) != (size_t) n) {
+    perror (path);
+    return -1;
+  }
+  fclose (f);
+  LLVMFuzzerTestOneInput (data, (size_t) n);
+  free (data);
+  return 0;
+}
+
+int
+main (int argc, char **argv)
+{
+  unsigned count = 0;
+
+  LLVMFuzzerInitialize (&argc, &argv);
+  for (int i = 1; i < argc; i++) {
+    struct stat st;
+    if (stat (argv[i], &st) == -1) {
+      perror (argv[i]);
+      return 1;
+    }
+    if (S_ISDIR (st.st_mode)) {
+      struct dirent **names;
+      int n = scandir (argv[i], &names, NULL, alphasort);
+      if (n < 0) {
+        perror (argv[i]);
+        return 1;
+      }
+      for (int k = 0; k < n; k++) {
+        char p[4096];
+        if (names[k]->d_name[0] != '.') {
+          snprintf (p, sizeof p, "%s/%s", argv[i], names[k]->d_name);
+          printf ("%s\n", p);
+          fflush (stdout);
+          if (replay_file (p) == -1)
+            return 1;
+          count++;
+        }
+        free (names[k]);
+      }
+      free (names);
+    }
+    else {
+      printf ("%s\n", argv[i]);
+      fflush (stdout);
+      if (replay_file (argv[i]) == -1)
+        return 1;
+      count++;
+    }
+  }
+  ioq_free (ioq);
+  loop_free (loop);
+  bufpool_drain ();
+  free (buf);
+  printf ("replayed %u inputs, %u opened\n", count, opened);
+  return count ? 0 : 1;
+}
+#endif
