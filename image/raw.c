@@ -691,27 +691,27 @@ raw_extents_sync (struct image *img, uint64_t offset, uint64_t count,
   uint64_t pos = offset, end = offset + count;
 
   if (img->is_blockdev || r->fully_allocated)
-    return image_extents_add (e, offset, count, 0) < 0 ? -1 : 0;
+    return image_extents_add (e, offset, count, 0);
   while (pos < end) {
     off_t data = lseek (fd, (off_t) pos, SEEK_DATA), hole;
     int full;
 
     if (data == -1 && errno != ENXIO)
-      return image_extents_add (e, pos, end - pos, 0) < 0 ? -1 : 0;
+      return image_extents_add (e, pos, end - pos, 0);
     if (data == -1 || (uint64_t) data >= end)
       return image_extents_add (e, pos, end - pos,
-                                IMAGE_EXTENT_HOLE | IMAGE_EXTENT_ZERO) < 0 ? -1 : 0;
+                                IMAGE_EXTENT_HOLE | IMAGE_EXTENT_ZERO);
     full = image_extents_add (e, pos, (uint64_t) data - pos,
                               IMAGE_EXTENT_HOLE | IMAGE_EXTENT_ZERO);
     if (full)
-      return full < 0 ? -1 : 0;
+      return full;
     pos = (uint64_t) data;
     hole = lseek (fd, (off_t) pos, SEEK_HOLE);
     if (hole == -1 || (uint64_t) hole > end)
       hole = (off_t) end;
     full = image_extents_add (e, pos, (uint64_t) hole - pos, 0);
     if (full)
-      return full < 0 ? -1 : 0;
+      return full;
     pos = (uint64_t) hole;
   }
   return 0;
