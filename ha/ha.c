@@ -286,6 +286,13 @@ become_target (struct ha *ha)
 static void
 as_source (struct ha *ha)
 {
+  if (ha->self.disk == DISK_SPLITBRAIN) {
+    /* The peer chose to discard its side: ours is the data now. */
+    ha->self.disk = DISK_UPTODATE;
+    save (ha);
+    log_info ("export %s: split-brain resolved: the peer discards its "
+              "changes and takes ours", ha->e->spec.name);
+  }
   if (ha->self.role != HA_PRIMARY)
     return;                     /* newer, but only a primary pushes */
   ensure_replication (ha);

@@ -1,0 +1,49 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+# Writes distinct 4 KiB blocks with FUA through URI, in a loop, and logs
+# each block number to LOG only once the write was acknowledged; then
+# (verify mode) checks that every logged block reads back with its
+# pattern.  Used to count acknowledged writes lost across a failover.
+#   ha-writer.py write URI LOG [AREA_BYTES]
+#   ha-writer.py verify URI LOG
+import nbd, os, sys
+
+B = 4096
+
+def block(n, gen):
+    head = b"mirrord-ha block %d gen %d\n" % (n, gen)
+    return head + bytes([n % 251 + 1]) * (B - len(head))
+
+def write(uri, log, area):
+    h = nbd.NBD()
+    h.connect_uri(uri)
+    nblocks = (area or h.get_size()) // B
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    n = 0
+    while True:
+        # An odd stride visits every block of the area, out of order (a
+        # guest's random writes, not a sequential stream).
+        blk = (n * 7919) % nblocks
+        h.pwrite(block(blk, n), blk * B, nbd.CMD_FLAG_FUA)
+        os.write(fd, b"%d %d\n" % (blk, n))     # after the ack only
+        n += 1
+
+def verify(uri, log):
+    h = nbd.NBD()
+    h.connect_uri(uri)
+    latest = {}
+    for line in open(log):
+        parts = line.split()
+        if len(parts) == 2:                       # a torn last line: not acked
+            latest[int(parts[0])] = int(parts[1])
+    lost = 0
+    for blk, gen in latest.items():
+        if h.pread(B, blk * B) != block(blk, gen):
+            lost += 1
+    print("acknowledged %d, lost %d" % (len(latest), lost))
+    return 1 if lost else 0
+
+if sys.argv[1] == "write":
+    write(sys.argv[2], sys.argv[3], int(sys.argv[4]) if len(sys.argv) > 4 else 0)
+else:
+    sys.exit(verify(sys.argv[2], sys.argv[3]))
