@@ -26,6 +26,7 @@
 #define CLAIM_MARK "@@mirrord-peer,"
 #define FENCE_TIMEOUT_MS 60000
 #define RESTART_BACKOFF_NS (5ull * 1000000000)
+#define RETRY_FETCH_NS (1ull * 1000000000)
 
 extern char **environ;
 
@@ -90,14 +91,17 @@ mirror_connected (const struct ha *ha)
                || mirror_state (m) == MIRROR_READY);
 }
 
-/* Is the peer known to hold everything we hold? */
+/* Is the peer known to hold everything we hold?  "ready" alone is not
+ * enough: it means what remains fits the cut-over budget, and a sync
+ * mode pass may still be copying.  Nothing dirty means every region
+ * reached the peer and a flush there covered it. */
 static bool
 in_sync (const struct ha *ha)
 {
   struct mirror *m = ha->e->mirror;
 
   return ha->self.role == HA_PRIMARY && m && mirror_state (m) == MIRROR_READY
-    && (ha->e->spec.mode == MODE_SYNC || export_dirty_bytes (ha->e) == 0);
+    && export_dirty_bytes (ha->e) == 0;
 }
 
 /* The peer URI with our claim in its export name:
@@ -140,7 +144,7 @@ start_mirror (struct ha *ha, bool full)
   char uri[4096];
 
   if (claim_uri (ha, uri, sizeof uri) == -1
-      || export_mirror_start (ha->e, uri, ha->peer_uri,
+      || export_mirror_start (ha->e, uri, ha->peer_uri, ha->timeout_ms,
                               ha->e->spec.mode == MODE_ASYNC,
                               ha->e->spec.bandwidth, !full, NULL, NULL) == -1) {
     log_err ("export %s: replicating to %s: %s", ha->e->spec.name,
@@ -170,12 +174,19 @@ peer_bitmap_done (void *opaque, int err)
   struct ha *ha = opaque;
 
   ha->fetch = NULL;
-  if (err) {
+  if (err == ENOTSUP) {
     /* Without the peer's regions a bitmap resync could miss some:
      * copy everything instead. */
-    log_warn ("export %s: the peer's dirty bitmap: %s; resyncing in full",
-              ha->e->spec.name, strerror (err));
+    log_warn ("export %s: the peer has no dirty bitmap; resyncing in full",
+              ha->e->spec.name);
     start_mirror (ha, true);
+    return;
+  }
+  if (err) {
+    /* The link again: try once more after the back-off. */
+    log_warn ("export %s: reading the peer's dirty bitmap: %s",
+              ha->e->spec.name, strerror (err));
+    ha->last_start_ns = loop_now_ns () - RESTART_BACKOFF_NS + RETRY_FETCH_NS;
     return;
   }
   log_info ("export %s: merged the peer's dirty regions (%" PRIu64

@@ -296,7 +296,7 @@ cmd_mirror_start (json_object *req, struct client *c)
     error_set (ENOMEM, "allocating");
     return NULL;
   }
-  if (export_mirror_start (e, uri, NULL, mode && strcmp (mode, "async") == 0,
+  if (export_mirror_start (e, uri, NULL, 0, mode && strcmp (mode, "async") == 0,
                            bandwidth, false, mirror_started, w) == -1) {
     export_unref (e);
     free (w);

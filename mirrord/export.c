@@ -145,7 +145,7 @@ resume_mirror (struct export *e)
   }
   if (uri[0] == '\0')
     return;
-  if (export_mirror_start (e, uri, NULL, strcmp (mode, "async") == 0, bw, resume,
+  if (export_mirror_start (e, uri, NULL, 0, strcmp (mode, "async") == 0, bw, resume,
                            NULL, NULL) == -1)
     log_err ("export %s: mirror to %s: %s", e->spec.name, uri, error_get ());
 }
@@ -530,11 +530,12 @@ export_state_prefix (const struct export *e)
 
 int
 export_mirror_start (struct export *e, const char *uri, const char *label,
-                     bool async,
+                     unsigned timeout_ms, bool async,
                      uint64_t bandwidth, bool resume,
                      void (*started) (void *opaque, int err), void *opaque)
 {
-  struct mirror_opts o = { .uri = uri, .label = label, .async = async, .bandwidth = bandwidth,
+  struct mirror_opts o = { .uri = uri, .label = label, .timeout_ms = timeout_ms,
+                           .async = async, .bandwidth = bandwidth,
                            .resume = resume, .started = started, .opaque = opaque };
   struct mirror *m;
 

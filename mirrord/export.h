@@ -174,7 +174,7 @@ void export_release_held (struct export *e);
 /* Starts a mirror of E (replacing a finished one).  -1 with
  * error_set().  STARTED (may be NULL) as in mirror_opts. */
 int export_mirror_start (struct export *e, const char *uri, const char *label,
-                         bool async,
+                         unsigned timeout_ms, bool async,
                          uint64_t bandwidth, bool resume,
                          void (*started) (void *opaque, int err), void *opaque);
 /* Stops every mirror, keeping their jobs for the next start; true once

@@ -30,11 +30,17 @@
 #define BACKOFF_MAX_MS 8000
 #define TARGET_CONNS 4
 
+/* A target that answers nothing for this long is dropped (and
+ * reconnected): long enough for a slow disk, short enough that a
+ * partition does not hang sync-mode guests for TCP's minutes. */
+#define DEFAULT_TARGET_TIMEOUT_MS 30000
+
 struct mirror {
   struct export *exp;
   struct loop *loop;
   char *uri;
   char *label;                  /* the URI as shown (without an HA claim) */
+  unsigned timeout_ms;          /* a silent target is dropped */
   bool async;
   uint64_t bandwidth;
   enum mirror_state state;
@@ -847,6 +853,8 @@ connect_target (struct mirror *m)
 {
   m->up = false;
   m->tgt = target_open (m->loop, m->uri, TARGET_CONNS, on_target, m);
+  if (m->tgt)
+    target_set_timeout (m->tgt, m->timeout_ms);
   if (m->tgt == NULL) {
     set_error (m, "%s", error_get ());
     if (m->started) {
@@ -909,6 +917,7 @@ mirror_start (struct export *e, const struct mirror_opts *o)
   m->loop = ioq_loop (e->img->ioq);
   m->async = o->async;
   m->bandwidth = o->bandwidth;
+  m->timeout_ms = o->timeout_ms ? o->timeout_ms : DEFAULT_TARGET_TIMEOUT_MS;
   m->tokens = (int64_t) o->bandwidth;
   m->state = MIRROR_SYNCING;
   m->window_start_ns = loop_now_ns ();

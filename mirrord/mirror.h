@@ -51,6 +51,7 @@ struct mirror_opts {
   bool async;                   /* mode=async, else sync */
   uint64_t bandwidth;           /* bytes/s, 0 = unlimited */
   bool resume;                  /* copy only what the bitmap holds */
+  unsigned timeout_ms;          /* a silent target is dropped (0: 30 s) */
   /* With STARTED set, a target that cannot be reached at first fails
    * the job (an admin is waiting); without, it is retried (boot). */
   mirror_started_fn started;

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include <libnbd.h>
 
@@ -28,6 +29,8 @@ struct tconn {
   struct nbd_handle *h;
   struct loop_source *src;
   bool ready, dead;
+  unsigned busy;                /* commands in flight on it */
+  uint64_t progress_ns;         /* when it last moved (or started) */
 };
 
 struct target {
@@ -43,6 +46,8 @@ struct target {
   bool readonly, can_zero, can_fast_zero, can_flush, can_bs;
   uint32_t max_request;
   unsigned in_flight;
+  unsigned timeout_ms;          /* a connection stuck this long is dead */
+  struct loop_source *watchdog;
 };
 
 struct flush_group {
@@ -54,6 +59,7 @@ struct flush_group {
 
 struct tcmd {
   struct target *t;
+  struct tconn *c;
   target_done_fn done;
   target_zeroes_fn zeroes_done;
   void *opaque;
@@ -122,6 +128,7 @@ on_conn_event (void *opaque, uint32_t events)
   struct target *t = c->t;
   int r = 0;
 
+  c->progress_ns = loop_now_ns ();
   if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
     r = nbd_aio_notify_read (c->h);
   if (r == 0 && (events & EPOLLOUT))
@@ -174,6 +181,7 @@ start_conn (struct target *t)
     c->h = NULL;
     return -1;
   }
+  c->progress_ns = loop_now_ns ();
   c->src = loop_add_fd (t->loop, fd, EPOLLIN | EPOLLOUT, on_conn_event, c);
   if (c->src == NULL) {
     nbd_close (c->h);
@@ -217,11 +225,65 @@ target_open (struct loop *loop, const char *uri, unsigned max_conns,
   return t;
 }
 
+/* Cuts a connection off for good.  Writes still in the socket's send
+ * queue must never reach the target: after a partition heals, TCP
+ * would deliver them after newer data copied over a new connection.
+ * Linger 0 makes the close send a reset and drop the queue; the
+ * shutdown wakes libnbd, which retires the commands in flight. */
+static void
+abort_socket (int fd)
+{
+  struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+
+  if (fd < 0)
+    return;
+  setsockopt (fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+  shutdown (fd, SHUT_RDWR);
+}
+
+/* A target that stops answering (a partition drops its packets; TCP
+ * would wait for many minutes) is cut off after the timeout: shutting
+ * the socket down makes libnbd retire every command in flight with an
+ * error, so the mirror goes disconnected and writes waiting on the
+ * target complete locally, instead of the guest hanging. */
+static void
+watchdog (void *opaque)
+{
+  struct target *t = opaque;
+  uint64_t now = loop_now_ns (), limit = t->timeout_ms * 1000000ull;
+
+  for (unsigned i = 0; i < t->nr_conns; i++) {
+    struct tconn *c = &t->conns[i];
+    if (c->dead || c->h == NULL || (c->ready && c->busy == 0)
+        || now - c->progress_ns < limit)
+      continue;
+    log_warn ("mirror target %s: no answer for %u ms: dropping the "
+              "connection", t->uri, t->timeout_ms);
+    abort_socket (nbd_aio_get_fd (c->h));
+    c->progress_ns = now;       /* once per timeout */
+  }
+}
+
+void
+target_set_timeout (struct target *t, unsigned timeout_ms)
+{
+  if (t->watchdog)
+    loop_source_remove (t->watchdog);
+  t->watchdog = NULL;
+  t->timeout_ms = timeout_ms;
+  if (timeout_ms) {
+    unsigned every = timeout_ms / 4 < 100 ? 100 : timeout_ms / 4;
+    t->watchdog = loop_add_timer (t->loop, every, every, watchdog, t);
+  }
+}
+
 void
 target_free (struct target *t)
 {
   if (t == NULL)
     return;
+  if (t->watchdog)
+    loop_source_remove (t->watchdog);
   for (unsigned i = 0; i < t->nr_conns; i++) {
     loop_source_remove (t->conns[i].src);
     if (t->conns[i].h)
@@ -259,6 +321,8 @@ cmd_finish (void *opaque)
   struct target *t = cmd->t;
 
   t->in_flight--;
+  if (cmd->c)
+    cmd->c->busy--;
   if (cmd->grp) {
     struct flush_group *g = cmd->grp;
     if (cmd->err && !g->err)
@@ -362,6 +426,9 @@ submit (struct tconn *c, struct tcmd *cmd, char kind, const void *buf,
     return -1;
   }
   c->t->in_flight++;
+  if (c->busy++ == 0)
+    c->progress_ns = loop_now_ns ();   /* the clock starts now */
+  cmd->c = c;
   conn_update (c);
   return 0;
 }

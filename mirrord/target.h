@@ -34,6 +34,9 @@ struct target *target_open (struct loop *loop, const char *uri,
                             unsigned max_conns, target_state_fn on_state,
                             void *opaque);
 void target_free (struct target *t);
+/* Connections that make no progress for TIMEOUT_MS while commands are
+ * in flight (or while connecting) are dropped; 0 turns it off. */
+void target_set_timeout (struct target *t, unsigned timeout_ms);
 const char *target_error (const struct target *t);
 
 /* Valid once up. */
