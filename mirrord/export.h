@@ -72,6 +72,8 @@ struct export_client_ops {
 struct export_client {
   const struct export_client_ops *ops;
   struct list node;
+  const char *tls_username;     /* authenticated TLS-PSK identity, or
+                                   NULL for a plaintext connection */
 };
 
 struct mirror;
