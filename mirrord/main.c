@@ -29,6 +29,7 @@
 #include "daemon.h"
 #include "export.h"
 #include "nbd/server.h"
+#include "target.h"
 
 enum exit_code { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
 
@@ -126,7 +127,8 @@ setup_tls (const struct config *cfg)
   if (d.psk == NULL)
     return 0;
   psk_lock (d.psk);
-  if (server_enable_tls (d.psk) == -1)
+  if (server_enable_tls (d.psk) == -1
+      || target_set_tls_psk (cfg->tls_psk, psk_first_username (d.psk)) == -1)
     return -1;
   log_info ("TLS-PSK: %zu key%s from %s; TCP clients must use TLS",
             d.psk->nr, d.psk->nr == 1 ? "" : "s", cfg->tls_psk);
@@ -345,6 +347,7 @@ teardown (void)
     close (d.sigfd);
   if (d.lockfd >= 0)
     close (d.lockfd);
+  target_set_tls_psk (NULL, NULL);
   psk_free (d.psk);
   config_free (&d.cfg);
 }
