@@ -19,6 +19,12 @@
  * versions the NBD spec says not to offer by default. */
 #define PRIORITY \
   "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:+ECDHE-PSK:+DHE-PSK:+PSK"
+/* Where the CPU has AES instructions, the server picks AES-GCM, about
+ * 15x faster than ChaCha20 there.  Left to the client, TLS 1.3 with a
+ * PSK (bound to SHA-256, which rules out AES-256-GCM-SHA384, the
+ * clients' first choice) lands on ChaCha20-Poly1305: gnutls' second. */
+#define PRIORITY_AES PRIORITY \
+  ":%SERVER_PRECEDENCE:-CHACHA20-POLY1305:+CHACHA20-POLY1305"
 
 /* The largest record payload: one staged record per send. */
 #define TLS_RECORD 16384
@@ -71,6 +77,16 @@ lookup_key (gnutls_session_t s, const char *username, gnutls_datum_t *key)
   return 0;
 }
 
+static const char *
+priority (void)
+{
+#if defined (__x86_64__) || defined (__i386__)
+  if (__builtin_cpu_supports ("aes"))
+    return PRIORITY_AES;
+#endif
+  return PRIORITY;
+}
+
 int
 tls_server_init (const struct psk_keys *keys)
 {
@@ -85,7 +101,7 @@ tls_server_init (const struct psk_keys *keys)
   r = gnutls_psk_set_server_known_dh_params (creds.cred,
                                               GNUTLS_SEC_PARAM_MEDIUM);
   if (r >= 0)
-    r = gnutls_priority_init (&creds.prio, PRIORITY, &where);
+    r = gnutls_priority_init (&creds.prio, priority (), &where);
   if (r < 0) {
     gnutls_psk_free_server_credentials (creds.cred);
     creds.cred = NULL;
