@@ -75,6 +75,8 @@ struct export_client {
   const struct export_client_ops *ops;
   struct list node;
   bool peer;                    /* replication from the HA peer */
+  const char *tls_username;     /* authenticated TLS-PSK identity, or
+                                   NULL for a plaintext connection */
 };
 
 struct mirror;

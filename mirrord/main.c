@@ -23,11 +23,13 @@
 #include "common/ioq.h"
 #include "common/log.h"
 #include "common/loop.h"
+#include "common/psk.h"
 #include "mirrord/config.h"  /* not autoconf's <config.h> */
 #include "control.h"
 #include "daemon.h"
 #include "export.h"
 #include "nbd/server.h"
+#include "target.h"
 
 enum exit_code { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
 
@@ -47,6 +49,7 @@ static struct {
   unsigned flushes_pending;
   enum { RUNNING, DRAINING, FLUSHING, CLOSING } stage;
   int lockfd;
+  struct psk_keys *psk;         /* --tls-psk */
 } d = { .sigfd = -1, .lockfd = -1 };
 
 /* ---- Start-up ---- */
@@ -60,12 +63,15 @@ add_exports (const struct config *cfg)
   return 0;
 }
 
+/* With keys every TCP connection must use TLS, so any address may
+ * listen; without, only loopback unless the operator insists. */
 static int
 check_tcp_policy (const struct config *cfg)
 {
-  if (cfg->tls_psk)
-    return error_set (ENOTSUP, "--tls-psk: TLS-PSK is not implemented yet in "
-                      "this version; use unix sockets or loopback TCP");
+  if (cfg->tls_psk) {
+    d.psk = psk_load (cfg->tls_psk);
+    return d.psk ? 0 : error_prefix ("--tls-psk");
+  }
   for (size_t i = 0; i < cfg->nr_listen; i++) {
     if (server_addr_is_loopback (cfg->nbd_listen[i]))
       continue;
@@ -112,6 +118,20 @@ setup_signals (void)
   d.sigfd = signalfd (-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
   if (d.sigfd == -1)
     return error_set (errno, "signalfd");
+  return 0;
+}
+
+static int
+setup_tls (const struct config *cfg)
+{
+  if (d.psk == NULL)
+    return 0;
+  psk_lock (d.psk);
+  if (server_enable_tls (d.psk) == -1
+      || target_set_tls_psk (cfg->tls_psk, psk_first_username (d.psk)) == -1)
+    return -1;
+  log_info ("TLS-PSK: %zu key%s from %s; TCP clients must use TLS",
+            d.psk->nr, d.psk->nr == 1 ? "" : "s", cfg->tls_psk);
   return 0;
 }
 
@@ -299,7 +319,7 @@ start (void)
     return -1;
   d.ioq = ioq_new (d.loop, AIO_DEPTH, IO_THREADS);
   if (d.ioq == NULL || export_registry_init (d.ioq, d.cfg.state_dir) == -1
-      || server_init (d.loop, &limits) == -1)
+      || server_init (d.loop, &limits) == -1 || setup_tls (&d.cfg) == -1)
     return -1;
   d.sigsrc = loop_add_fd (d.loop, d.sigfd, EPOLLIN, on_signal, NULL);
   if (d.sigsrc == NULL || add_exports (&d.cfg) == -1
@@ -327,6 +347,8 @@ teardown (void)
     close (d.sigfd);
   if (d.lockfd >= 0)
     close (d.lockfd);
+  target_set_tls_psk (NULL, NULL);
+  psk_free (d.psk);
   config_free (&d.cfg);
 }
 

@@ -6,6 +6,11 @@
  * completion callbacks from inside nbd_aio_notify_*(); ours only record
  * the result and defer the real work to the loop, so mirror code never
  * re-enters libnbd from a libnbd callback.
+ *
+ * TLS.  The URI's scheme decides: nbds:// and nbds+unix:// require TLS
+ * (libnbd refuses to go on without it), nbd:// stays plaintext.  The
+ * key file is mirrord's --tls-psk; the identity is the URI's "user@"
+ * or tls-username=, else the file's first username.
  */
 #include <config.h>
 
@@ -71,6 +76,100 @@ struct tcmd {
 
 static void conn_update (struct tconn *c);
 
+/* --tls-psk, for every target (target_set_tls_psk). */
+static struct {
+  char *file;
+  char *username;
+} tls;
+
+int
+target_set_tls_psk (const char *file, const char *username)
+{
+  char *f = file ? strdup (file) : NULL;
+  char *u = username ? strdup (username) : NULL;
+
+  if ((file && f == NULL) || (username && u == NULL)) {
+    free (f);
+    free (u);
+    return error_set (ENOMEM, "TLS settings");
+  }
+  free (tls.file);
+  free (tls.username);
+  tls.file = f;
+  tls.username = u;
+  return 0;
+}
+
+static bool
+uri_wants_tls (const char *uri)
+{
+  return strncmp (uri, "nbds:", 5) == 0 || strncmp (uri, "nbds+", 5) == 0;
+}
+
+static int
+hex_digit (char ch)
+{
+  if (ch >= '0' && ch <= '9')
+    return ch - '0';
+  ch = (char) (ch | 0x20);
+  return ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+}
+
+/* Copies the URI's tls-username= query value, percent-decoded, into
+ * BUF.  libnbd 1.14 ignores that parameter (later versions read it),
+ * so we apply it ourselves.  Returns false if there is none. */
+static bool
+uri_tls_username (const char *uri, char *buf, size_t len)
+{
+  static const char key[] = "tls-username=";
+  const char *q = strchr (uri, '?');
+  size_t n = 0;
+
+  while (q && *q) {
+    q++;
+    if (strncmp (q, key, sizeof key - 1) == 0) {
+      for (q += sizeof key - 1; *q && *q != '&' && *q != ';' && *q != '#'
+             && n + 1 < len; q++) {
+        int hi, lo;
+        if (*q == '%' && (hi = hex_digit (q[1])) >= 0
+            && (lo = hex_digit (q[2])) >= 0) {
+          buf[n++] = (char) (hi << 4 | lo);
+          q += 2;
+        }
+        else
+          buf[n++] = *q;
+      }
+      buf[n] = '\0';
+      return n > 0;
+    }
+    q = q + strcspn (q, "&;#");
+    if (*q == '#')
+      break;
+  }
+  return false;
+}
+
+/* Before connecting: the key file, and the identity: tls-username=
+ * from the URI, else the file's first.  A "user@" in the URI wins
+ * over both: libnbd applies it while connecting. */
+static int
+set_tls (struct nbd_handle *h, const char *uri)
+{
+  char user[256];
+  const char *u = tls.username;
+
+  if (!uri_wants_tls (uri))
+    return 0;
+  if (tls.file == NULL)
+    return error_set (0, "a TLS target needs mirrord --tls-psk FILE");
+  if (uri_tls_username (uri, user, sizeof user))
+    u = user;
+  if (nbd_set_tls_psk_file (h, tls.file) == -1
+      || nbd_set_tls_username (h, u) == -1)
+    return error_set (0, "%s", nbd_get_error ());
+  return 0;
+}
+
 /* ---- State ---- */
 
 static void
@@ -84,16 +183,36 @@ go_down (struct target *t, const char *why)
   t->on_state (t->opaque, TARGET_DOWN);
 }
 
+/* libnbd reports a refused key as gnutls sees it ("non-properly
+ * terminated"); say what it most likely means, with the identity. */
+static const char *
+explain_tls_failure (struct tconn *c, const char *why, char *buf, size_t len)
+{
+  char *user;
+
+  if (c->ready || strstr (why, "gnutls_handshake") == NULL)
+    return why;
+  user = nbd_get_tls_username (c->h);
+  snprintf (buf, len, "TLS-PSK handshake failed: the target refused the "
+            "key of user '%s' (or does not know the user): %s",
+            user ? user : "?", why);
+  free (user);
+  return buf;
+}
+
 static void
 conn_dead (struct tconn *c)
 {
   const char *why = nbd_get_error ();
+  char buf[384];
 
   c->dead = true;
+  why = explain_tls_failure (c, why && *why ? why : "connection lost",
+                             buf, sizeof buf);
   c->ready = false;
   loop_source_remove (c->src);
   c->src = NULL;
-  go_down (c->t, why && *why ? why : "connection lost");
+  go_down (c->t, why);
 }
 
 static int start_conn (struct target *t);
@@ -173,8 +292,12 @@ start_conn (struct target *t)
     return error_set (ENOMEM, "nbd_create: %s", nbd_get_error ());
   /* To skip zeroing what the target already reads as zero. */
   nbd_add_meta_context (c->h, "base:allocation");
-  if (target_setup_handle (c->h, t->uri) == -1
-      || nbd_aio_connect_uri (c->h, t->uri) == -1
+  if (set_tls (c->h, t->uri) == -1) {
+    nbd_close (c->h);
+    c->h = NULL;
+    return -1;
+  }
+  if (nbd_aio_connect_uri (c->h, t->uri) == -1
       || (fd = nbd_aio_get_fd (c->h)) == -1) {
     error_set (0, "%s", nbd_get_error ());
     nbd_close (c->h);
@@ -196,9 +319,7 @@ start_conn (struct target *t)
 int
 target_setup_handle (struct nbd_handle *h, const char *uri)
 {
-  (void) h;
-  (void) uri;
-  return 0;
+  return set_tls (h, uri);
 }
 
 struct target *

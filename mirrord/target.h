@@ -30,6 +30,10 @@ enum target_state { TARGET_UP, TARGET_DOWN };
 typedef void (*target_state_fn) (void *opaque, enum target_state st);
 typedef void (*target_done_fn) (void *opaque, int err);
 
+/* The TLS-PSK key file for nbds:// targets, and the username to use
+ * when a URI names none (the file's first).  NULLs: no TLS. */
+int target_set_tls_psk (const char *file, const char *username);
+
 struct target *target_open (struct loop *loop, const char *uri,
                             unsigned max_conns, target_state_fn on_state,
                             void *opaque);

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Connection I/O: receiving into the input buffer, the reply queue,
- * and the lifetime rules described in conn.h. */
+ * and the lifetime rules described in conn.h.  Over TLS the bytes go
+ * through tls.c; the plaintext path is the same as without it. */
 #include <config.h>
 
 #include <assert.h>
@@ -11,9 +12,11 @@
 #include <sys/socket.h>
 
 #include "common/bufpool.h"
+#include "common/error.h"
 #include "common/log.h"
 #include "conn.h"
 #include "server-internal.h"
+#include "tls.h"
 
 #define MAX_IOV 64
 
@@ -74,16 +77,43 @@ conn_queue (struct conn *c, struct out_msg *m)
   server_mark_flush (c);
 }
 
+const char *
+conn_tls_username (const struct conn *c)
+{
+  return c->client.tls_username;
+}
+
 static void
 check_done (struct conn *c)
 {
-  if (c->closed || c->in_flight > 0 || !list_empty (&c->outq))
+  if (c->closed || c->in_flight > 0 || !list_empty (&c->outq)
+      || tls_output_pending (c))
     return;
   if (c->want_close)
     conn_close (c, NULL);
   else if (c->draining && c->input_idle && c->in_start == c->in_end
            && c->phase == PHASE_REQUEST_HDR)
     conn_close (c, "drained");
+}
+
+static void
+tls_pending_input (void *opaque)
+{
+  struct conn *c = opaque;
+
+  if (!c->closed)
+    conn_on_events (c, EPOLLIN);
+  conn_unref (c);
+}
+
+/* While handshaking, the socket is gnutls': wait in the direction it
+ * asks for, once the STARTTLS reply has gone out in plaintext. */
+static uint32_t
+handshake_events (const struct conn *c)
+{
+  if (!list_empty (&c->outq))
+    return c->write_blocked ? EPOLLOUT : 0;
+  return tls_wants_write (c) ? EPOLLOUT : EPOLLIN;
 }
 
 void
@@ -93,15 +123,24 @@ conn_update_events (struct conn *c)
 
   if (c->closed)
     return;
-  if (c->phase != PHASE_CLOSING && !c->want_close
-      && c->in_flight < MAX_IN_FLIGHT
-      && c->in_flight_bytes < MAX_IN_FLIGHT_BYTES
-      && c->in_end - c->in_start < CONN_INBUF)
+  if (c->phase == PHASE_TLS_HANDSHAKE)
+    ev = handshake_events (c);
+  else if (c->phase != PHASE_CLOSING && !c->want_close
+           && c->in_flight < MAX_IN_FLIGHT
+           && c->in_flight_bytes < MAX_IN_FLIGHT_BYTES
+           && c->in_end - c->in_start < CONN_INBUF)
     ev |= EPOLLIN;
-  if (c->write_blocked)
+  if (c->write_blocked || c->tls_read_wants_write)
     ev |= EPOLLOUT;
-  if (loop_source_set_events (c->src, ev) == -1)
+  if (loop_source_set_events (c->src, ev) == -1) {
     conn_close (c, "epoll");
+    return;
+  }
+  if (c->phase != PHASE_TLS_HANDSHAKE && (ev & EPOLLIN) && tls_pending (c)
+      && !c->tls_later.queued) {
+    conn_ref (c);
+    loop_defer (server_loop (), &c->tls_later, tls_pending_input, c);
+  }
 }
 
 void
@@ -118,7 +157,7 @@ conn_drain (struct conn *c)
 {
   if (c->closed)
     return;
-  if (c->phase < PHASE_REQUEST_HDR) {
+  if (conn_negotiating (c)) {
     conn_close (c, "shutting down during negotiation");
     return;
   }
@@ -139,6 +178,7 @@ conn_close (struct conn *c, const char *why)
   c->phase = PHASE_CLOSING;
   loop_source_remove (c->src);
   c->src = NULL;
+  tls_end (c);
   close (c->fd);
   c->fd = -1;
   while (!list_empty (&c->outq))
@@ -182,8 +222,8 @@ conn_request_put (struct request *req)
 
 /* ---- Output ---- */
 
-static void
-consume (struct conn *c, size_t n)
+void
+conn_consume (struct conn *c, size_t n)
 {
   while (n > 0) {
     struct out_msg *m = list_entry (c->outq.next, struct out_msg, node);
@@ -197,8 +237,11 @@ consume (struct conn *c, size_t n)
   }
 }
 
-void
-conn_flush (struct conn *c)
+/* Sends the reply queue with writev-like batching.  Returns true once
+ * all of it is sent; false if the socket is full or the connection
+ * closed. */
+static bool
+flush_plain (struct conn *c)
 {
   while (!c->closed && !list_empty (&c->outq)) {
     struct iovec iov[MAX_IOV];
@@ -228,21 +271,40 @@ conn_flush (struct conn *c)
       if (errno == EAGAIN || errno == EWOULDBLOCK) {
         c->write_blocked = true;
         conn_update_events (c);
-        return;
+        return false;
       }
       conn_close (c, "send failed");
-      return;
+      return false;
     }
-    consume (c, (size_t) r);
+    conn_consume (c, (size_t) r);
   }
-  if (!c->closed && c->write_blocked) {
+  return !c->closed;
+}
+
+void
+conn_flush (struct conn *c)
+{
+  if (!(c->tls_up ? tls_flush (c) : flush_plain (c)))
+    return;
+  if (c->write_blocked) {
     c->write_blocked = false;
     conn_update_events (c);
   }
+  /* The STARTTLS reply is out: the handshake can begin. */
+  if (c->phase == PHASE_TLS_HANDSHAKE)
+    tls_handshake (c);
   check_done (c);
 }
 
 /* ---- Input ---- */
+
+static ssize_t
+conn_recv (struct conn *c, void *buf, size_t len)
+{
+  if (c->tls_up)
+    return tls_recv (c, buf, len);
+  return recv (c->fd, buf, len, MSG_DONTWAIT);
+}
 
 /* Receives into the input buffer, or straight into a WRITE payload
  * when nothing is buffered.  Returns false if the connection closed. */
@@ -253,8 +315,8 @@ receive (struct conn *c)
 
   if (c->phase == PHASE_WRITE_PAYLOAD && c->in_start == c->in_end) {
     struct request *req = c->payload_req;
-    r = recv (c->fd, (uint8_t *) req->buf + req->payload_got,
-              req->count - req->payload_got, MSG_DONTWAIT);
+    r = conn_recv (c, (uint8_t *) req->buf + req->payload_got,
+                   req->count - req->payload_got);
     if (r > 0) {
       c->input_idle = false;
       req->payload_got += (size_t) r;
@@ -276,7 +338,7 @@ receive (struct conn *c)
     }
     if (c->in_end == CONN_INBUF)
       return true;              /* full: parse first */
-    r = recv (c->fd, c->in + c->in_end, CONN_INBUF - c->in_end, MSG_DONTWAIT);
+    r = conn_recv (c, c->in + c->in_end, CONN_INBUF - c->in_end);
     if (r > 0) {
       c->input_idle = false;
       c->in_end += (size_t) r;
@@ -293,6 +355,8 @@ receive (struct conn *c)
     c->input_idle = errno != EINTR;
     return true;
   }
+  if (c->tls_up)
+    log_info ("%s: %s; closing the connection", c->peer, error_get ());
   conn_close (c, "receive failed");
   return false;
 }
@@ -303,7 +367,8 @@ conn_parse (struct conn *c)
   for (;;) {
     bool more;
 
-    if (c->closed || c->phase == PHASE_CLOSING)
+    if (c->closed || c->phase == PHASE_CLOSING
+        || c->phase == PHASE_TLS_HANDSHAKE)
       return;
     if (c->phase <= PHASE_OPTION_DISCARD)
       more = handshake_step (c);
@@ -320,12 +385,20 @@ conn_on_events (void *opaque, uint32_t events)
   struct conn *c = opaque;
 
   conn_ref (c);                 /* stay alive through this callback */
+  if ((events & EPOLLOUT) && c->tls_read_wants_write) {
+    c->tls_read_wants_write = false;
+    events |= EPOLLIN;
+  }
   if (events & EPOLLOUT)
     conn_flush (c);
+  if (!c->closed && c->phase == PHASE_TLS_HANDSHAKE
+      && list_empty (&c->outq) && (events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
+    tls_handshake (c);
   if (!c->closed && (events & (EPOLLIN | EPOLLHUP | EPOLLERR))) {
     /* Bound the work per event so one busy client cannot starve the
      * others; level-triggered epoll brings us back. */
-    for (int i = 0; i < 4 && !c->closed && c->phase != PHASE_CLOSING; i++) {
+    for (int i = 0; i < 4 && !c->closed && c->phase != PHASE_CLOSING
+           && c->phase != PHASE_TLS_HANDSHAKE; i++) {
       size_t before = c->in_end;
       size_t got = c->payload_req ? c->payload_req->payload_got : 0;
       if (!receive (c))

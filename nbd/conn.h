@@ -25,6 +25,11 @@
  * refused with ERR_TOO_BIG).  So a client's memory is bounded whatever
  * it sends.
  *
+ * TLS.  After STARTTLS every byte goes through a gnutls session
+ * (tls.h); plaintext connections never touch it.  A TCP connection
+ * to a server with keys must start TLS before anything else
+ * (FORCEDTLS); a unix-socket one may.
+ *
  * Lifetime.  A connection is freed only when it is closed and its
  * last request has completed: an in-flight image request always finds
  * its connection alive, even after the client hung up.
@@ -51,6 +56,7 @@ enum conn_phase {
   PHASE_OPTION_HDR,
   PHASE_OPTION_DATA,
   PHASE_OPTION_DISCARD,         /* too-long option being skipped */
+  PHASE_TLS_HANDSHAKE,          /* STARTTLS acknowledged: handshaking */
   PHASE_REQUEST_HDR,
   PHASE_WRITE_PAYLOAD,
   PHASE_DISCARD_PAYLOAD,
@@ -124,6 +130,13 @@ struct conn {
   uint32_t meta;                /* META_* bits */
   uint64_t handshake_deadline_ns;
 
+  /* TLS (tls.c). */
+  bool tls_required;            /* TCP and the server has keys */
+  bool tls_up;                  /* handshake done: I/O through c->tls */
+  bool tls_read_wants_write;    /* gnutls must write before reading on */
+  struct tls_session *tls;      /* from STARTTLS on */
+  struct loop_deferred tls_later; /* input gnutls holds, unseen by epoll */
+
   /* Transmission. */
   struct export *exp;
   uint16_t eflags;              /* transmission flags sent */
@@ -145,6 +158,17 @@ void conn_close (struct conn *c, const char *why);
 void conn_update_events (struct conn *c);
 void conn_request_put (struct request *req);
 void conn_parse (struct conn *c);
+/* N bytes from the head of the reply queue went out. */
+void conn_consume (struct conn *c, size_t n);
+/* The PSK username the client authenticated with, or NULL without
+ * TLS.  The same string is in c->client.tls_username for the export
+ * layer (the HA layer accepts replication writes only from a peer). */
+const char *conn_tls_username (const struct conn *c);
+/* Still negotiating (options, or the TLS handshake)? */
+static inline bool conn_negotiating (const struct conn *c)
+{
+  return c->phase < PHASE_REQUEST_HDR;
+}
 
 /* handshake.c: parse from c->in; returns false when more bytes are
  * needed or the connection is closing. */

@@ -6,6 +6,13 @@
  * no way to reply (EXPORT_NAME of an unknown export), by closing.  A
  * bad option header magic means the stream is lost: we close.  A bad
  * option payload gets ERR_INVALID and negotiation goes on.
+ *
+ * TLS.  A TCP connection to a server with keys is in the spec's
+ * FORCEDTLS mode: until STARTTLS has succeeded, every option but
+ * STARTTLS and ABORT gets ERR_TLS_REQD, and EXPORT_NAME (which cannot
+ * be refused) closes.  Unix-socket connections are local, so TLS is
+ * theirs to ask for.  STARTTLS forgets what was negotiated before it,
+ * as the spec requires.
  */
 #include <config.h>
 
@@ -14,8 +21,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/error.h"
 #include "common/log.h"
 #include "conn.h"
+#include "tls.h"
 
 static uint8_t *
 in_ptr (struct conn *c)
@@ -114,6 +123,13 @@ accept_peer (struct conn *c, struct export *e, const char *name)
   char why[512];
   int r = export_accept_peer (e, name, why, sizeof why);
 
+  /* With keys configured, only a holder of one may replicate: a claim
+   * over plaintext (the local unix socket) is refused too. */
+  if (r == 1 && tls_server_enabled () && c->client.tls_username == NULL) {
+    snprintf (why, sizeof why, "replication needs a TLS-PSK authenticated "
+              "connection");
+    r = -1;
+  }
   c->client.peer = r == 1;
   if (r == -1) {
     log_warn ("%s: %s", c->peer, why);
@@ -139,6 +155,11 @@ opt_export_name (struct conn *c, const uint8_t *data, uint32_t len)
     return;
   }
   r = export_accept_peer (e, name, why, sizeof why);
+  if (r == 1 && tls_server_enabled () && c->client.tls_username == NULL) {
+    snprintf (why, sizeof why, "replication needs a TLS-PSK authenticated "
+              "connection");
+    r = -1;
+  }
   free (name);
   if (r == -1) {
     log_warn ("%s: %s", c->peer, why);
@@ -312,9 +333,67 @@ opt_meta_context (struct conn *c, const uint8_t *data, uint32_t len)
 }
 
 static void
+opt_starttls (struct conn *c, uint32_t len)
+{
+  if (!tls_server_enabled ()) {
+    reply_error (c, NBD_REP_ERR_POLICY, "TLS is not configured on this server");
+    return;
+  }
+  if (c->tls) {
+    reply_error (c, NBD_REP_ERR_INVALID, "TLS is already active");
+    return;
+  }
+  if (len != 0) {
+    reply_error (c, NBD_REP_ERR_INVALID, "STARTTLS takes no data");
+    return;
+  }
+  /* Anything after STARTTLS belongs to the TLS session: plaintext
+   * already here was sent before our reply, by a client that did not
+   * wait for it, or injected by a man in the middle (CVE-2021-3716 in
+   * nbdkit).  Never parse it. */
+  if (c->in_start != c->in_end) {
+    log_info ("%s: plaintext data after STARTTLS; closing", c->peer);
+    conn_close (c, NULL);
+    return;
+  }
+  reply (c, NBD_REP_ACK, NULL, 0);
+  if (c->closed)
+    return;
+  c->structured = false;
+  c->meta = 0;
+  free (c->meta_export);
+  c->meta_export = NULL;
+  c->phase = PHASE_TLS_HANDSHAKE;
+  if (tls_start (c) == -1) {
+    log_err ("%s: %s", c->peer, error_get ());
+    conn_close (c, NULL);
+  }
+}
+
+/* FORCEDTLS: may this option run before TLS is up? */
+static bool
+tls_gate (struct conn *c)
+{
+  if (!c->tls_required || c->tls_up || c->option == NBD_OPT_STARTTLS
+      || c->option == NBD_OPT_ABORT)
+    return true;
+  if (c->option == NBD_OPT_EXPORT_NAME) {
+    log_info ("%s: EXPORT_NAME without TLS; closing (TLS is required)",
+              c->peer);
+    conn_want_close (c);
+  }
+  else
+    reply_error (c, NBD_REP_ERR_TLS_REQD,
+                 "TLS is required on TCP: send STARTTLS first");
+  return false;
+}
+
+static void
 process_option (struct conn *c, const uint8_t *data, uint32_t len)
 {
   log_debug ("%s: option %s (%u bytes)", c->peer, proto_opt_name (c->option), len);
+  if (!tls_gate (c))
+    return;
   switch (c->option) {
   case NBD_OPT_EXPORT_NAME:
     opt_export_name (c, data, len);
@@ -343,7 +422,7 @@ process_option (struct conn *c, const uint8_t *data, uint32_t len)
     opt_meta_context (c, data, len);
     break;
   case NBD_OPT_STARTTLS:
-    reply_error (c, NBD_REP_ERR_POLICY, "TLS is not configured on this server");
+    opt_starttls (c, len);
     break;
   default:
     reply_error (c, NBD_REP_ERR_UNSUP, "option %u is not supported", c->option);
@@ -402,6 +481,8 @@ handshake_step (struct conn *c)
       conn_close (c, "export name too long");
       return false;
     }
+    if (!tls_gate (c))
+      return !c->closed && c->phase != PHASE_CLOSING;
     reply_error (c, NBD_REP_ERR_TOO_BIG, "option data over %u bytes",
                  MAX_OPTION_LEN);
     return true;
@@ -417,7 +498,8 @@ handshake_step (struct conn *c)
     /* The data stays valid: nothing refills the buffer until we
      * return to the receive path. */
     process_option (c, data, len);
-    return !c->closed && c->phase != PHASE_CLOSING;
+    return !c->closed && c->phase != PHASE_CLOSING
+      && c->phase != PHASE_TLS_HANDSHAKE;
   }
 
   default:

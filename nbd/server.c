@@ -19,6 +19,7 @@
 #include "common/log.h"
 #include "server.h"
 #include "server-internal.h"
+#include "tls.h"
 
 #define MAX_LISTENERS 16
 #define SOCKET_BUFFER (4 << 20)
@@ -123,7 +124,7 @@ handshake_timeouts (void *opaque)
 
   list_for_each_safe (pos, tmp, &srv.conns) {
     struct conn *c = list_entry (pos, struct conn, node);
-    if (c->phase <= PHASE_OPTION_DISCARD && c->handshake_deadline_ns
+    if (conn_negotiating (c) && c->handshake_deadline_ns
         && now > c->handshake_deadline_ns) {
       log_info ("%s: negotiation timed out", c->peer);
       conn_close (c, NULL);
@@ -216,6 +217,7 @@ new_conn (int fd, bool is_unix)
   list_init (&c->outq);
   list_init (&c->flush_node);
   peer_name (fd, is_unix, c->peer, sizeof c->peer);
+  c->tls_required = !is_unix && tls_server_enabled ();
   tune_socket (fd, is_unix);
   c->phase = PHASE_CLIENT_FLAGS;
   if (srv.limits.handshake_timeout_s)
@@ -453,9 +455,16 @@ server_shutdown_connections (void)
   }
 }
 
+int
+server_enable_tls (const struct psk_keys *keys)
+{
+  return tls_server_init (keys);
+}
+
 void
 server_free (void)
 {
   server_stop_listening ();
   loop_source_remove (srv.tick);
+  tls_server_free ();
 }

@@ -20,6 +20,10 @@ struct server_limits {
 };
 
 int server_init (struct loop *loop, const struct server_limits *limits);
+/* TLS-PSK with KEYS (which must outlive the server): every TCP
+ * connection must then start TLS; unix-socket ones may. */
+struct psk_keys;
+int server_enable_tls (const struct psk_keys *keys);
 /* Listens on a unix socket (replacing a stale one) with MODE. */
 int server_listen_unix (const char *path, unsigned mode);
 /* Listens on HOST:PORT ("[::1]:10809" for IPv6). */

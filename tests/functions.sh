@@ -8,6 +8,12 @@
 #                          start a foreground mirrord with private sockets
 #                          and state under $TESTDIR, wait until it answers
 #                          on its control socket; stopped at exit
+#   start_mirrord_tcp NAME ARGS...
+#                          the same, also listening on a free TCP port
+#                          of ${TCP_HOST:-127.0.0.1}, left in $PORT
+#   free_port              a TCP port free on 127.0.0.1 just now
+#   make_psk FILE USER     add a new random TLS-PSK key for USER to FILE
+#                          (psktool's format; psktool itself if present)
 #   stop_mirrord NAME      SIGTERM, wait, and fail unless it exited 0
 #   kill9_mirrord NAME     SIGKILL and wait
 #   uri NAME EXPORT        its NBD URI;  ctl NAME ARGS...: mirrorctl for it
@@ -70,7 +76,8 @@ _mirrord_ready () {
   ctl "$1" status >/dev/null 2>&1
 }
 
-start_mirrord () {
+# Starts mirrord NAME; returns 1 if it died during start-up.
+_start_mirrord_try () {
   local name=$1; shift
   $MIRRORD_WRAPPER "$MIRRORD" -f \
     --nbd-socket "$TESTDIR/$name.nbd" --control "$TESTDIR/$name.ctl" \
@@ -80,8 +87,9 @@ start_mirrord () {
   local deadline=$(( $(date +%s%N) + 30000000000 ))
   until _mirrord_ready "$name"; do
     if ! _mirrord_alive "$name"; then
-      cat "$TESTDIR/$name.log" >&2
-      fail "mirrord $name died during start-up"
+      wait "${_mirrord_pid[$name]}" 2>/dev/null || :
+      _mirrord_pid[$name]=
+      return 1
     fi
     if (( $(date +%s%N) > deadline )); then
       cat "$TESTDIR/$name.log" >&2
@@ -89,6 +97,43 @@ start_mirrord () {
     fi
     sleep 0.02
   done
+}
+
+start_mirrord () {
+  _start_mirrord_try "$@" && return 0
+  cat "$TESTDIR/$1.log" >&2
+  fail "mirrord $1 died during start-up"
+}
+
+free_port () {
+  $PY -c '
+import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])'
+}
+
+make_psk () {
+  if command -v psktool >/dev/null; then
+    psktool -u "$2" -p "$1" >/dev/null
+  else
+    printf '%s:%s\n' "$2" "$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')" >> "$1"
+    chmod 600 "$1"
+  fi
+}
+
+# Another process may take the port between free_port and the bind:
+# then try another one.
+start_mirrord_tcp () {
+  local name=$1 try; shift
+  for try in 1 2 3 4 5; do
+    PORT=$(free_port)
+    _start_mirrord_try "$name" --nbd-listen "${TCP_HOST:-127.0.0.1}:$PORT" "$@" \
+      && return 0
+    grep -q "Address already in use" "$TESTDIR/$name.log" || break
+  done
+  cat "$TESTDIR/$name.log" >&2
+  fail "mirrord $name died during start-up"
 }
 
 mirrord_pid () { echo "${_mirrord_pid[$1]}"; }

@@ -27,7 +27,7 @@ OPT_LIST_META_CONTEXT, OPT_SET_META_CONTEXT = 9, 10
 REP_ACK, REP_SERVER, REP_INFO, REP_META_CONTEXT = 1, 2, 3, 4
 REP_ERR = 1 << 31
 REP_ERR_UNSUP, REP_ERR_POLICY, REP_ERR_INVALID = REP_ERR + 1, REP_ERR + 2, REP_ERR + 3
-REP_ERR_UNKNOWN, REP_ERR_TOO_BIG = REP_ERR + 6, REP_ERR + 9
+REP_ERR_TLS_REQD, REP_ERR_UNKNOWN, REP_ERR_TOO_BIG = REP_ERR + 5, REP_ERR + 6, REP_ERR + 9
 
 INFO_EXPORT, INFO_NAME, INFO_DESCRIPTION, INFO_BLOCK_SIZE = 0, 1, 2, 3
 
@@ -62,7 +62,9 @@ def socket_of(uri):
 
 class Raw:
     def __init__(self, path, timeout=10):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        """PATH: a unix socket, or a (host, port) tuple for TCP."""
+        family = socket.AF_INET if isinstance(path, tuple) else socket.AF_UNIX
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
         self.sock.connect(path)
         self.pending = {}           # cookie -> (type, count)

@@ -13,7 +13,7 @@ PACKAGES=(
   libnbd-dev libaio-dev zlib1g-dev libcmocka-dev libjson-c-dev
   libgnutls28-dev libinih-dev
   qemu-utils nbdkit libnbd-bin python3-libnbd fio util-linux procps strace
-  clang libclang-rt-14-dev nftables iproute2
+  clang libclang-rt-14-dev nftables iproute2 gnutls-bin
 )
 
 srcdir=$(cd "$(dirname "$0")/.." && pwd)
