@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
 # A real partition between two hosts: mirrord a and b in two network
-# namespaces joined by a veth pair, replicating over TCP in sync mode.
+# namespaces joined by a veth pair, replicating over TCP with TLS-PSK
+# in sync mode (a key that is not theirs is refused).
 # nftables drops everything between them while a writer keeps writing
 # to a: a stops waiting for b within its peer-timeout (writes go on,
 # locally, under a new generation), b sees a go silent.  When the
@@ -33,14 +34,42 @@ ip -n "$NB" link set "vb$tag" up
 
 truncate -s 64M "$TESTDIR/a.img" "$TESTDIR/b.img"
 qemu-io -f raw -c 'write -P 0x11 0 8M' "$TESTDIR/a.img" >/dev/null
+make_psk "$TESTDIR/keys.psk" pair
+make_psk "$TESTDIR/other.psk" pair      # the same name, another key
 member () {   # member NAME ROLE NS MYIP PEERIP
-  MIRRORD_WRAPPER="ip netns exec $3" start_mirrord "$1" --insecure \
-    --nbd-listen "$4:10809" \
-    --export "vm1=$TESTDIR/$1.img,role=$2,mode=sync,peer=nbd://$5:10809/vm1,peer-timeout=1"
+  MIRRORD_WRAPPER="ip netns exec $3" start_mirrord "$1" \
+    --tls-psk "$TESTDIR/keys.psk" --nbd-listen "$4:10809" \
+    --export "vm1=$TESTDIR/$1.img,role=$2,mode=sync,peer=nbds://pair@$5:10809/vm1,peer-timeout=1"
 }
 member a primary "$NA" "$IPA" "$IPB"
 member b secondary "$NB" "$IPB" "$IPA"
 poll 30 pair_in_sync a || fail "never in sync: $(hfield a e)"
+# A replica with the wrong key cannot even start TLS, let alone write.
+ip netns exec "$NA" $PY - "$IPB" "$TESTDIR/other.psk" <<'PY' && fail "wrong key accepted"
+import nbd, sys
+h = nbd.NBD()
+h.set_tls(nbd.TLS_REQUIRE); h.set_tls_psk_file(sys.argv[2]); h.set_tls_username("pair")
+h.set_export_name("vm1@@mirrord-peer,role=primary,disk=uptodate,cur=1,bm=0,h0=0,h1=0,discard=0,insync=0")
+try:
+    h.connect_tcp(sys.argv[1], "10809")
+except nbd.Error as e:
+    print("wrong key refused:", e)
+    sys.exit(1)
+sys.exit(0)
+PY
+# Nor can a local process claim to be the peer over the unix socket.
+$PY - "$TESTDIR/b.nbd" <<'PY' && fail "plaintext claim accepted"
+import nbd, sys
+h = nbd.NBD()
+h.set_export_name("vm1@@mirrord-peer,role=primary,disk=uptodate,cur=1,bm=0,h0=0,h1=0,discard=0,insync=0")
+try:
+    h.connect_unix(sys.argv[1])
+except nbd.Error:
+    sys.exit(1)
+sys.exit(0)
+PY
+grep -q "replication needs a TLS-PSK authenticated connection" "$TESTDIR/b.log" \
+  || fail "plaintext claim not refused for the right reason"
 
 # Partition: b's namespace drops everything from and to a.
 b_written=$(hfield b 'e["bytes_written"]')
