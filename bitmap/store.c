@@ -648,21 +648,34 @@ bitmap_store_begin_write (struct bitmap_store *s, struct bitmap_intent *in,
   return 0;
 }
 
-void
-bitmap_store_end_write (struct bitmap_store *s, struct bitmap_intent *in)
+static void
+release (struct bitmap_intent *in)
 {
-  uint64_t g = s->granularity;
-
   if (in->waiting) {
     list_del (&in->wait_node);
     in->waiting = false;
   }
   list_del (&in->node);
+}
+
+void
+bitmap_store_end_write (struct bitmap_store *s, struct bitmap_intent *in)
+{
+  uint64_t g = s->granularity;
+
+  release (in);
   /* Whole granules, clipped to the image. */
   uint64_t start = in->first * g, len = in->count * g;
   if (start + len > s->size)
     len = s->size - start;
   dirty_bitmap_mark (s->live, start, len);
+}
+
+void
+bitmap_store_end_write_clean (struct bitmap_store *s, struct bitmap_intent *in)
+{
+  release (in);
+  s->clears_pending = true;     /* its bits on disk may go (lazily) */
 }
 
 /* ---- Lazy clearing ---- */

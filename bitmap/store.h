@@ -88,6 +88,11 @@ int bitmap_store_begin_write (struct bitmap_store *s, struct bitmap_intent *in,
 /* After the write completed, successfully or not: marks the live
  * bitmap and releases IN. */
 void bitmap_store_end_write (struct bitmap_store *s, struct bitmap_intent *in);
+/* The same, for a write whose data is also where the bitmap would send
+ * it (a mirror forwarded it to its target): released without marking
+ * the live bitmap. */
+void bitmap_store_end_write_clean (struct bitmap_store *s,
+                                   struct bitmap_intent *in);
 
 /* The data of the range is safe elsewhere: clear the live bits (the
  * file follows lazily).  LENGTH 0 means to the end of the image. */

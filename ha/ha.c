@@ -39,7 +39,7 @@ struct ha {
 
   /* The peer, as last heard. */
   struct ha_view peer;
-  bool peer_known, peer_alive;
+  bool peer_known, peer_alive, peer_plain;
   uint64_t last_heard_ns;
   struct peer_op *probe;
   struct loop_source *timer;
@@ -360,6 +360,18 @@ heard (void *opaque, int err, const char *state)
   struct ha_view v;
 
   ha->probe = NULL;
+  if (err == ENODATA) {
+    /* It answered, without HA state: a plain NBD server (or a mirrord
+     * export without peer=).  A primary just mirrors to it. */
+    if (!ha->peer_plain)
+      log_info ("export %s: peer %s has no HA state: mirroring to it as "
+                "a plain NBD target", ha->e->spec.name, ha->peer_uri);
+    ha->peer_plain = true;
+    ha->last_heard_ns = loop_now_ns ();
+    if (ha->self.role == HA_PRIMARY)
+      export_mirror_plain_peer (ha->e);
+    return;
+  }
   if (err || ha_view_parse (state, &v) == -1) {
     if (!err)
       log_warn ("export %s: peer sent a bad state: %s", ha->e->spec.name,
@@ -370,6 +382,7 @@ heard (void *opaque, int err, const char *state)
     log_info ("export %s: peer %s is up (%s/%s)", ha->e->spec.name,
               ha->peer_uri, ha_role_name (v.role), ha_disk_name (v.disk));
   ha->peer = v;
+  ha->peer_plain = false;
   ha->peer_known = ha->peer_alive = true;
   ha->last_heard_ns = loop_now_ns ();
   evaluate (ha);

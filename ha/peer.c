@@ -59,7 +59,7 @@ deliver (void *opaque)
   struct peer_op *op = opaque;
 
   if (op->kind == PROBE)
-    op->state_done (op->opaque, op->err ? op->err : op->state ? 0 : ENOENT,
+    op->state_done (op->opaque, op->err ? op->err : op->state ? 0 : ENODATA,
                     op->state);
   else
     op->done (op->opaque, op->err);

@@ -18,6 +18,8 @@
  *   ("qemu:dirty-bitmap:NAME") through BLOCK_STATUS, for the union
  *   of both sides' dirty regions before a resync.
  *
+ * A probe whose peer answers without that context (a plain NBD server,
+ * or a mirrord export without a peer) ends with ENODATA.
  * Callbacks run on the loop, never from inside the starting call;
  * after peer_op_cancel() none runs.
  */

@@ -335,11 +335,11 @@ promoted (void *opaque, int err, const char *msg)
 static json_object *
 cmd_promote (json_object *req, struct client *c)
 {
-  struct export *e = get_ha_export (req);
+  struct export *e;
   struct waiter *w;
   bool force;
 
-  if (e == NULL || get_bool (req, "force", &force) == -1)
+  if (get_bool (req, "force", &force) == -1 || (e = get_ha_export (req)) == NULL)
     return NULL;
   if ((w = waiter_new (c, e)) == NULL) {
     error_set (ENOMEM, "allocating");
@@ -356,11 +356,11 @@ cmd_promote (json_object *req, struct client *c)
 static json_object *
 cmd_demote (json_object *req, struct client *c)
 {
-  struct export *e = get_ha_export (req);
+  struct export *e;
   bool force;
 
   (void) c;
-  if (e == NULL || get_bool (req, "force", &force) == -1
+  if (get_bool (req, "force", &force) == -1 || (e = get_ha_export (req)) == NULL
       || ha_demote (e->ha, force, e->nr_clients) == -1)
     return NULL;
   return status_export_json (e);

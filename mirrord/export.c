@@ -112,7 +112,7 @@ export_count (void)
 /* A mirror job saved by a previous run resumes from the bitmap; an
  * export with a peer= and no saved job starts a full sync to it. */
 static void
-resume_mirror (struct export *e)
+resume_mirror_as (struct export *e, bool plain_peer)
 {
   char path[4200], line[4200], uri[4096] = "", mode[16] = "sync";
   unsigned long long bw = 0;
@@ -136,7 +136,7 @@ resume_mirror (struct export *e)
     fclose (fp);
     resume = uri[0] != '\0';
   }
-  if (e->ha)
+  if (e->ha && !plain_peer)
     return;                     /* the HA pair decides (ha.h) */
   if (!resume && e->spec.peer && e->spec.role == ROLE_PRIMARY) {
     snprintf (uri, sizeof uri, "%s", e->spec.peer);
@@ -167,6 +167,19 @@ open_ha (struct export *e)
   snprintf (path, sizeof path, "%s.ha", e->state_prefix);
   e->ha = ha_open (e, &o);
   return e->ha ? 0 : -1;
+}
+
+static void
+resume_mirror (struct export *e)
+{
+  resume_mirror_as (e, false);
+}
+
+void
+export_mirror_plain_peer (struct export *e)
+{
+  if (e->mirror == NULL || !mirror_active (e->mirror))
+    resume_mirror_as (e, true);
 }
 
 struct export *
@@ -356,9 +369,15 @@ write_finish (struct export_io *x, int err)
   export_unref (e);
 }
 
+/* FORWARDED: the target has this write too, so the bitmap need not
+ * send it again; otherwise it keeps the region for the next pass. */
 static void
-mirrored (struct export_io *x, int err)
+mirrored (struct export_io *x, int forwarded)
 {
+  if (forwarded == 0)
+    bitmap_store_end_write_clean (x->exp->bitmap, &x->intent);
+  else
+    bitmap_store_end_write (x->exp->bitmap, &x->intent);
   write_finish (x, x->err);
 }
 
@@ -370,10 +389,12 @@ write_done (struct image_io *io, int err)
   struct export_io *x = io->opaque;
   struct export *e = x->exp;
 
-  bitmap_store_end_write (e->bitmap, &x->intent);
   x->err = err;
+  /* The write intent stays until the mirror is done with the write:
+   * only then may a forwarded region's bit go. */
   if (err == 0 && mirror_guest_write (e->mirror, x, mirrored) == 1)
     return;
+  bitmap_store_end_write (e->bitmap, &x->intent);
   write_finish (x, err);
 }
 

@@ -172,6 +172,9 @@ uint64_t export_dirty_bytes (const struct export *e);
  * let held writes go (refused after a cut-over, submitted otherwise). */
 const char *export_state_prefix (const struct export *e);
 void export_cut_over (struct export *e);
+/* The peer= of an export with an HA pair turned out to be a plain NBD
+ * server (no HA state): mirror to it as issue 4's peer= did. */
+void export_mirror_plain_peer (struct export *e);
 void export_release_held (struct export *e);
 /* Starts a mirror of E (replacing a finished one).  -1 with
  * error_set().  STARTED (may be NULL) as in mirror_opts. */

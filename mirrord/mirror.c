@@ -71,6 +71,10 @@ struct mirror {
    * mirror to get the lag back under max-lag. */
   bool auto_blocking;
   struct list throttled;
+  struct list copying;          /* copies in flight */
+  struct list fwd_waiting;      /* forwards waiting for a copy to end */
+  bool fwd_unflushed, fwd_flushing;
+  struct loop_source *fwd_flush_timer;
 
   /* Cut-over. */
   mirror_cutover_fn cutover_done;
@@ -100,6 +104,7 @@ struct mirror {
 
 struct copy {
   struct mirror *m;
+  struct list node;             /* m->copying */
   uint64_t off, len;
   struct image_extents ext;
   void *buf;
@@ -111,6 +116,7 @@ struct copy {
 };
 
 static void pump (struct mirror *m);
+static void retry_forwards (struct mirror *m);
 static void pass_start (void *opaque);
 static void begin (struct mirror *m);
 static uint64_t lag_limit (const struct mirror *m);
@@ -294,8 +300,10 @@ copy_end (struct copy *c, int err)
   }
   bufpool_put (c->buf, c->buf_size);
   image_extents_free (&c->ext);
+  list_del (&c->node);
   free (c);
   m->ops--;
+  retry_forwards (m);
   pump (m);
 }
 
@@ -520,6 +528,7 @@ copy_start (struct mirror *m, uint64_t off, uint64_t len)
   c->m = m;
   c->off = off;
   c->len = len;
+  list_add_tail (&m->copying, &c->node);
   c->buf_size = len;
   c->ext.max = MAX_EXTENTS;
   c->io.cmd = IMAGE_EXTENTS;
@@ -732,6 +741,7 @@ struct blocked {
   struct export_io *x;
   mirror_write_fn done;
   struct mirror *m;
+  int forwarded;                /* 0 once the target has the write */
 };
 
 static void
@@ -743,7 +753,7 @@ release_throttled (struct mirror *m)
   while (!list_empty (&m->throttled)) {
     struct blocked *b = list_entry (m->throttled.next, struct blocked, node);
     list_del (&b->node);
-    b->done (b->x, 0);
+    b->done (b->x, b->forwarded);
     free (b);
   }
 }
@@ -909,6 +919,8 @@ mirror_start (struct export *e, const struct mirror_opts *o)
   m = calloc (1, sizeof *m);
   if (m == NULL || (m->uri = strdup (o->uri)) == NULL
       || (m->label = strdup (o->label ? o->label : o->uri)) == NULL) {
+    if (m)
+      free (m->uri);
     free (m);
     error_set (ENOMEM, "allocating a mirror");
     return NULL;
@@ -924,10 +936,11 @@ mirror_start (struct export *e, const struct mirror_opts *o)
   m->started = o->started;
   m->started_opaque = o->opaque;
   list_init (&m->throttled);
+  list_init (&m->copying);
+  list_init (&m->fwd_waiting);
   m->tick = loop_add_timer (m->loop, TICK_MS, TICK_MS, on_tick, m);
   if (m->tick == NULL) {
     free (m->uri);
-  free (m->label);
     free (m->label);
     free (m);
     return NULL;
@@ -991,6 +1004,7 @@ mirror_free (struct mirror *m)
   m->started = NULL;
   loop_cancel_deferred (m->loop, &m->started_later);
   loop_source_remove (m->tick);
+  loop_source_remove (m->fwd_flush_timer);
   loop_source_remove (m->retry);
   loop_source_remove (m->cutover_timer);
   loop_cancel_deferred (m->loop, &m->kick_later);
@@ -998,6 +1012,7 @@ mirror_free (struct mirror *m)
   target_free (m->tgt);
   free (m->copied);
   free (m->uri);
+  free (m->label);
   free (m);
 }
 
@@ -1057,16 +1072,102 @@ throttle_or_done (struct blocked *b)
     mirror_kick (m);
     return;
   }
-  b->done (b->x, 0);
+  b->done (b->x, b->forwarded);
   free (b);
+}
+
+/* ---- Forwarded writes ----
+ *
+ * In sync mode a guest write goes to the target before it is
+ * acknowledged.  When the target has it, its bitmap bit need not be
+ * set at all (bitmap_store_end_write_clean): no later pass copies the
+ * granule again, which would cost a 64 KiB copy per 4 KiB write.  That
+ * is only safe if no copy of the same range is in flight: a copy that
+ * read the data before the guest write landed could write it to the
+ * target after the forward.  So a forward waits for overlapping
+ * copies to end; copies that start later read the new data.  A failed
+ * forward keeps the bit (the pass copies it again).  Forwarded data is
+ * flushed on the target within FWD_FLUSH_MS, ahead of the bitmap's
+ * lazy clearing of the file. */
+
+#define FWD_FLUSH_MS 100
+
+static bool
+overlaps_copy (const struct mirror *m, uint64_t off, uint64_t len)
+{
+  const struct list *pos;
+
+  for (pos = m->copying.next; pos != &m->copying; pos = pos->next) {
+    const struct copy *c = list_entry (pos, struct copy, node);
+    if (c->off < off + len && off < c->off + c->len)
+      return true;
+  }
+  return false;
 }
 
 static void
 target_has_it (void *opaque, int err)
 {
-  /* The region is in the bitmap either way: a failed target write is
-   * the link's problem, and a pass copies it again. */
-  throttle_or_done (opaque);
+  struct blocked *b = opaque;
+
+  b->forwarded = err;
+  if (err == 0)
+    b->m->fwd_unflushed = true;
+  throttle_or_done (b);
+}
+
+static void
+forward (struct blocked *b)
+{
+  struct mirror *m = b->m;
+  struct image_io *io = &b->x->io;
+  int r = -1;
+
+  if (m->up && !m->cancelling && active_for_writes (m))
+    r = io->cmd == IMAGE_WRITE
+      ? target_pwrite (m->tgt, io->buf, io->count, io->offset, target_has_it, b)
+      : target_zero (m->tgt, io->count, io->offset, target_has_it, b);
+  if (r == -1)
+    throttle_or_done (b);
+}
+
+static void
+retry_forwards (struct mirror *m)
+{
+  struct list *pos, *tmp;
+
+  list_for_each_safe (pos, tmp, &m->fwd_waiting) {
+    struct blocked *b = list_entry (pos, struct blocked, node);
+    struct image_io *io = &b->x->io;
+    if (m->up && overlaps_copy (m, io->offset, io->count))
+      continue;
+    list_del (&b->node);
+    forward (b);
+  }
+}
+
+static void
+fwd_flushed (void *opaque, int err)
+{
+  struct mirror *m = opaque;
+
+  m->fwd_flushing = false;
+  if (err)
+    m->fwd_unflushed = true;
+}
+
+static void
+fwd_flush_tick (void *opaque)
+{
+  struct mirror *m = opaque;
+
+  if (!m->fwd_unflushed || m->fwd_flushing || !m->up || m->tgt == NULL
+      || !target_can_flush (m->tgt))
+    return;
+  m->fwd_unflushed = false;
+  m->fwd_flushing = true;
+  if (target_flush (m->tgt, fwd_flushed, m) == -1)
+    fwd_flushed (m, EIO);
 }
 
 int
@@ -1074,24 +1175,26 @@ mirror_guest_write (struct mirror *m, struct export_io *x, mirror_write_fn done)
 {
   struct image_io *io = &x->io;
   struct blocked *b;
-  int r;
 
   if (m == NULL || !active_for_writes (m) || (b = malloc (sizeof *b)) == NULL)
     return 0;
   b->x = x;
   b->done = done;
   b->m = m;
+  b->forwarded = ENOTCONN;      /* until the target says otherwise */
   list_init (&b->node);
   if (m->async || !m->up) {
     throttle_or_done (b);
     return 1;
   }
-  if (io->cmd == IMAGE_WRITE)
-    r = target_pwrite (m->tgt, io->buf, io->count, io->offset, target_has_it, b);
-  else
-    r = target_zero (m->tgt, io->count, io->offset, target_has_it, b);
-  if (r == -1)
-    throttle_or_done (b);
+  if (m->fwd_flush_timer == NULL)
+    m->fwd_flush_timer = loop_add_timer (m->loop, FWD_FLUSH_MS, FWD_FLUSH_MS,
+                                         fwd_flush_tick, m);
+  if (overlaps_copy (m, io->offset, io->count)) {
+    list_add_tail (&m->fwd_waiting, &b->node);
+    return 1;
+  }
+  forward (b);
   return 1;
 }
 
