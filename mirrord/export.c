@@ -383,6 +383,8 @@ mirrored (struct export_io *x, int forwarded)
 
 /* The write completed locally: the live bitmap learns of it; in
  * write-blocking mode the target must have it too before the ack. */
+static void both_done (struct export_io *x);
+
 static void
 write_done (struct image_io *io, int err)
 {
@@ -390,6 +392,11 @@ write_done (struct image_io *io, int err)
   struct export *e = x->exp;
 
   x->err = err;
+  if (x->parallel) {
+    if (--x->pending == 0)
+      both_done (x);
+    return;
+  }
   /* The write intent stays until the mirror is done with the write:
    * only then may a forwarded region's bit go. */
   if (err == 0 && mirror_guest_write (e->mirror, x, mirrored) == 1)
@@ -399,6 +406,45 @@ write_done (struct image_io *io, int err)
 }
 
 /* The write's region is recorded on disk (or could not be). */
+/* Sync mirroring: the local write and the target's at once (the
+ * write intent is on disk already), acknowledged when both are done —
+ * a guest waits for the slower of the two, not their sum. */
+static void
+both_done (struct export_io *x)
+{
+  if (x->err == 0 && x->forwarded == 0)
+    bitmap_store_end_write_clean (x->exp->bitmap, &x->intent);
+  else
+    bitmap_store_end_write (x->exp->bitmap, &x->intent);
+  write_finish (x, x->err);
+}
+
+static void
+forward_done (struct export_io *x, int forwarded)
+{
+  x->forwarded = forwarded;
+  if (--x->pending == 0)
+    both_done (x);
+}
+
+static void
+launch (struct export_io *x)
+{
+  struct export *e = x->exp;
+
+  x->forwarded = ENOTCONN;
+  x->pending = 1;
+  x->parallel = mirror_forwards_writes (e->mirror);
+  if (x->parallel) {
+    x->pending++;
+    if (mirror_guest_write (e->mirror, x, forward_done) == 0) {
+      x->pending--;
+      x->parallel = false;
+    }
+  }
+  image_submit (e->img, &x->io);
+}
+
 static void
 intent_ready (struct bitmap_intent *in, int err)
 {
@@ -410,7 +456,7 @@ intent_ready (struct bitmap_intent *in, int err)
     image_io_complete_later (&x->io, err);
     return;
   }
-  image_submit (x->exp->img, &x->io);
+  launch (x);
 }
 
 static void
@@ -429,8 +475,9 @@ start_write (struct export *e, struct export_io *x)
   io->img = e->img;
   x->intent.ready = intent_ready;
   x->intent.opaque = x;
+  x->parallel = false;
   if (bitmap_store_begin_write (e->bitmap, &x->intent, io->offset, io->count) == 1)
-    image_submit (e->img, io);
+    launch (x);
 }
 
 static void

@@ -117,6 +117,9 @@ struct export_io {
   struct list held_node;
   int err;
   bool from_peer;               /* set by the caller: replication */
+  bool parallel;                /* sync mirror: local and target at once */
+  unsigned pending;             /* of the two */
+  int forwarded;                /* 0 once the mirror's target has it */
 };
 
 /* The registry.  EXPORT_NAME "" finds the only export, if there is

@@ -73,6 +73,7 @@ struct mirror {
   struct list throttled;
   struct list copying;          /* copies in flight */
   struct list fwd_waiting;      /* forwards waiting for a copy to end */
+  struct list forwarding;       /* forwards at the target */
   bool fwd_unflushed, fwd_flushing;
   struct loop_source *fwd_flush_timer;
 
@@ -506,11 +507,24 @@ extents_done (struct image_io *io, int err)
   read_range (c);
 }
 
+static bool overlaps_forward (const struct mirror *m, uint64_t off,
+                              uint64_t len);
+
 static void
 copy_start (struct mirror *m, uint64_t off, uint64_t len)
 {
-  struct copy *c = calloc (1, sizeof *c);
+  struct copy *c;
 
+  /* A guest write being sent to the target at the same time as to the
+   * image (sync mode): this copy could read the image before that write
+   * lands and reach the target after it.  Leave the range to the next
+   * pass. */
+  if (overlaps_forward (m, off, len)) {
+    dirty_bitmap_mark (live (m), off, len);
+    m->pass_failed = true;
+    return;
+  }
+  c = calloc (1, sizeof *c);
   m->ops++;
   if (c == NULL || (c->buf = bufpool_get (len)) == NULL) {
     free (c);
@@ -742,6 +756,8 @@ struct blocked {
   mirror_write_fn done;
   struct mirror *m;
   int forwarded;                /* 0 once the target has the write */
+  struct list fwd_node;         /* m->forwarding while at the target */
+  uint64_t off, len;
 };
 
 static void
@@ -938,6 +954,7 @@ mirror_start (struct export *e, const struct mirror_opts *o)
   list_init (&m->throttled);
   list_init (&m->copying);
   list_init (&m->fwd_waiting);
+  list_init (&m->forwarding);
   m->tick = loop_add_timer (m->loop, TICK_MS, TICK_MS, on_tick, m);
   if (m->tick == NULL) {
     free (m->uri);
@@ -1105,11 +1122,25 @@ overlaps_copy (const struct mirror *m, uint64_t off, uint64_t len)
   return false;
 }
 
+static bool
+overlaps_forward (const struct mirror *m, uint64_t off, uint64_t len)
+{
+  const struct list *pos;
+
+  for (pos = m->forwarding.next; pos != &m->forwarding; pos = pos->next) {
+    const struct blocked *b = list_entry (pos, struct blocked, fwd_node);
+    if (b->off < off + len && off < b->off + b->len)
+      return true;
+  }
+  return false;
+}
+
 static void
 target_has_it (void *opaque, int err)
 {
   struct blocked *b = opaque;
 
+  list_del (&b->fwd_node);
   b->forwarded = err;
   if (err == 0)
     b->m->fwd_unflushed = true;
@@ -1127,8 +1158,13 @@ forward (struct blocked *b)
     r = io->cmd == IMAGE_WRITE
       ? target_pwrite (m->tgt, io->buf, io->count, io->offset, target_has_it, b)
       : target_zero (m->tgt, io->count, io->offset, target_has_it, b);
-  if (r == -1)
+  if (r == -1) {
     throttle_or_done (b);
+    return;
+  }
+  b->off = io->offset;
+  b->len = io->count;
+  list_add_tail (&m->forwarding, &b->fwd_node);
 }
 
 static void
@@ -1168,6 +1204,12 @@ fwd_flush_tick (void *opaque)
   m->fwd_flushing = true;
   if (target_flush (m->tgt, fwd_flushed, m) == -1)
     fwd_flushed (m, EIO);
+}
+
+bool
+mirror_forwards_writes (const struct mirror *m)
+{
+  return m && !m->async && m->up && active_for_writes (m);
 }
 
 int

@@ -100,6 +100,10 @@ int mirror_guest_flush (struct mirror *m, struct export_io *x,
 void mirror_kick (struct mirror *m);
 /* A guest write finished (cut-over waits for the last). */
 void mirror_guest_write_done (struct mirror *m);
+/* Would mirror_guest_write() send the write to the target now (sync
+ * mode, target up)?  Then it may go at the same time as the local
+ * write. */
+bool mirror_forwards_writes (const struct mirror *m);
 /* Should a new guest write wait (cut-over in progress)? */
 bool mirror_holds_writes (const struct mirror *m);
 
