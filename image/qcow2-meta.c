@@ -866,11 +866,14 @@ wb_complete (struct qcow2 *q, struct qwriteback *wb, ssize_t res)
   return res < 0 ? (int) -res : 0;
 }
 
+static void splice_tail (struct list *dst, struct list *src);
+
 static void
 wb_done (struct ioq_op *op, ssize_t res)
 {
   struct qwriteback *wb = op->opaque;
   struct qcow2 *q = wb->q;
+  struct list done;
   int err;
 
   if (wb->orphan) {             /* the image is gone: see qcow2_writeback_sync */
@@ -878,10 +881,12 @@ wb_done (struct ioq_op *op, ssize_t res)
     return;
   }
   err = wb_complete (q, wb, res);
-
   q->wb_running = NULL;
-  finish_waiters (&q->flush_now, err);
+  list_init (&done);
+  splice_tail (&done, &q->flush_now);
   qcow2_writeback_kick (q);
+  /* Last: a waiter's callback may close the image. */
+  finish_waiters (&done, err);
 }
 
 bool

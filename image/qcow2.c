@@ -157,12 +157,14 @@ finish (struct qreq *r)
 
   list_del (&r->node);
   req_free (r);
+  qcow2_writeback_kick (q);
+  retry_waiting (q);
+  /* Last: the caller may close the image from its callback (the
+   * daemon's final flush does). */
   if (deferred)
     image_io_complete_later (io, err);
   else
     io->done (io, err);
-  qcow2_writeback_kick (q);
-  retry_waiting (q);
 }
 
 static void

@@ -18,7 +18,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <linux/sockios.h>
 
 #include <libnbd.h>
 
@@ -36,6 +38,7 @@ struct tconn {
   bool ready, dead;
   unsigned busy;                /* commands in flight on it */
   uint64_t progress_ns;         /* when it last moved (or started) */
+  int outq;                     /* bytes the kernel had yet to deliver */
 };
 
 struct target {
@@ -375,8 +378,17 @@ watchdog (void *opaque)
 
   for (unsigned i = 0; i < t->nr_conns; i++) {
     struct tconn *c = &t->conns[i];
-    if (c->dead || c->h == NULL || (c->ready && c->busy == 0)
-        || now - c->progress_ns < limit)
+    int outq = 0;
+    if (c->dead || c->h == NULL)
+      continue;
+    /* A slow link is not a dead one: requests leaving the socket's
+     * send queue count as progress, though no reply came yet. */
+    if (ioctl (nbd_aio_get_fd (c->h), SIOCOUTQ, &outq) == 0) {
+      if (outq < c->outq)
+        c->progress_ns = now;
+      c->outq = outq;
+    }
+    if ((c->ready && c->busy == 0) || now - c->progress_ns < limit)
       continue;
     log_warn ("mirror target %s: no answer for %u ms: dropping the "
               "connection", t->uri, t->timeout_ms);

@@ -16,3 +16,33 @@ hfield () {
 pair_in_sync () {
   [ "$(hfield "$1" 'e["peer"]["connected"] and e["disk"] == "uptodate" and e["peer"]["disk"] == "uptodate" and e["peer"]["generation"]["current"] == e["generation"]["current"]')" = True ]
 }
+
+# Two network namespaces joined by a veth pair, cleaned up at exit:
+# sets NA NB (namespaces), IPA IPB (addresses), VA VB (interfaces).
+# Skips the test (exit 77) where namespaces cannot be made.
+make_netns_pair () {
+  local tag=$$ net=$(( $$ % 200 + 20 ))
+  [ "$(id -u)" = 0 ] || { echo "$0: test skipped: needs root"; exit 77; }
+  NA=mrd-a-$tag NB=mrd-b-$tag VA=va$tag VB=vb$tag
+  IPA=10.231.$net.1 IPB=10.231.$net.2
+  ip netns add "$NA" || { echo "$0: test skipped: no network namespaces"; exit 77; }
+  cleanup_fn "ip netns del $NA"
+  ip netns add "$NB"
+  cleanup_fn "ip netns del $NB"
+  ip link add "$VA" type veth peer name "$VB"
+  ip link set "$VA" netns "$NA"
+  ip link set "$VB" netns "$NB"
+  ip -n "$NA" addr add "$IPA/24" dev "$VA"
+  ip -n "$NB" addr add "$IPB/24" dev "$VB"
+  ip -n "$NA" link set lo up
+  ip -n "$NB" link set lo up
+  ip -n "$NA" link set "$VA" up
+  ip -n "$NB" link set "$VB" up
+}
+# member NAME ROLE NS MYIP PEERIP [extra export keys]: a pair member on
+# TCP with TLS-PSK ($TESTDIR/keys.psk, user "pair").
+netns_member () {
+  MIRRORD_WRAPPER="ip netns exec $3" start_mirrord "$1" \
+    --tls-psk "$TESTDIR/keys.psk" --nbd-listen "$4:10809" \
+    --export "vm1=$TESTDIR/$1.img,role=$2,peer=nbds://pair@$5:10809/vm1,peer-timeout=1${6:-}"
+}

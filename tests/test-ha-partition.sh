@@ -13,36 +13,15 @@ source "${top_srcdir:-$(dirname "$0")/..}/tests/ha-functions.sh"
 requires ip netns list
 requires nft --version
 requires qemu-io --version
-[ "$(id -u)" = 0 ] || { echo "$0: test skipped: needs root"; exit 77; }
 
-tag=$$
-NA=mrd-a-$tag NB=mrd-b-$tag
-net=$(( tag % 200 + 20 ))
-IPA=10.231.$net.1 IPB=10.231.$net.2
-ip netns add "$NA" || { echo "$0: test skipped: no network namespaces"; exit 77; }
-cleanup_fn "ip netns del $NA"
-ip netns add "$NB"
-cleanup_fn "ip netns del $NB"
-ip link add "va$tag" type veth peer name "vb$tag"
-ip link set "va$tag" netns "$NA"
-ip link set "vb$tag" netns "$NB"
-ip -n "$NA" addr add "$IPA/24" dev "va$tag"
-ip -n "$NB" addr add "$IPB/24" dev "vb$tag"
-for ns in "$NA" "$NB"; do ip -n "$ns" link set lo up; done
-ip -n "$NA" link set "va$tag" up
-ip -n "$NB" link set "vb$tag" up
+make_netns_pair
 
 truncate -s 64M "$TESTDIR/a.img" "$TESTDIR/b.img"
 qemu-io -f raw -c 'write -P 0x11 0 8M' "$TESTDIR/a.img" >/dev/null
 make_psk "$TESTDIR/keys.psk" pair
 make_psk "$TESTDIR/other.psk" pair      # the same name, another key
-member () {   # member NAME ROLE NS MYIP PEERIP
-  MIRRORD_WRAPPER="ip netns exec $3" start_mirrord "$1" \
-    --tls-psk "$TESTDIR/keys.psk" --nbd-listen "$4:10809" \
-    --export "vm1=$TESTDIR/$1.img,role=$2,mode=sync,peer=nbds://pair@$5:10809/vm1,peer-timeout=1"
-}
-member a primary "$NA" "$IPA" "$IPB"
-member b secondary "$NB" "$IPB" "$IPA"
+netns_member a primary "$NA" "$IPA" "$IPB" ,mode=sync
+netns_member b secondary "$NB" "$IPB" "$IPA" ,mode=sync
 poll 30 pair_in_sync a || fail "never in sync: $(hfield a e)"
 # A replica with the wrong key cannot even start TLS, let alone write.
 ip netns exec "$NA" $PY - "$IPB" "$TESTDIR/other.psk" <<'PY' && fail "wrong key accepted"
