@@ -14,13 +14,14 @@ requires tc -V
 make_netns_pair
 truncate -s 64M "$TESTDIR/a.img" "$TESTDIR/b.img"
 make_psk "$TESTDIR/keys.psk" pair
-netns_member a primary "$NA" "$IPA" "$IPB" ,mode=async,max-lag=4M
-netns_member b secondary "$NB" "$IPB" "$IPA" ,mode=async
+netns_member a primary "$NA" "$IPA" "$IPB" ,mode=async,max-lag=4M,peer-timeout=5
+netns_member b secondary "$NB" "$IPB" "$IPA" ,mode=async,peer-timeout=5
 poll 30 pair_in_sync a || fail "never in sync: $(hfield a e)"
-# 32 Mbit/s each way, a small queue.
+# 32 Mbit/s each way.  A peer-timeout of 5 s (the default): TCP over a
+# shaped link can stall for over a second on a drop.
 for ns in "$NA:$VA" "$NB:$VB"; do
   ip netns exec "${ns%%:*}" tc qdisc add dev "${ns##*:}" root tbf rate 32mbit \
-    burst 32kb latency 50ms
+    burst 64kb latency 400ms
 done
 
 # 24 MiB of distinct granules, as fast as the guest can.
