@@ -739,8 +739,16 @@ ha_close (struct ha *ha)
     return;
   if (ha->timer)
     loop_source_remove (ha->timer);
-  if (ha->fence_timer)
+  if (ha->fence_timer) {
+    /* The export goes while its fence-peer hook runs: stop the hook
+     * and answer whoever asked for the promotion. */
+    int status;
     loop_source_remove (ha->fence_timer);
+    kill (ha->fence_pid, SIGKILL);
+    waitpid (ha->fence_pid, &status, 0);
+    ha->fence_done (ha->fence_opaque, ECANCELED,
+                    "the export was removed during the promotion");
+  }
   peer_op_cancel (ha->probe);
   peer_op_cancel (ha->fetch);
   free (ha->state_path);
