@@ -648,6 +648,16 @@ bitmap_store_begin_write (struct bitmap_store *s, struct bitmap_intent *in,
   return 0;
 }
 
+void
+bitmap_store_share_intent (struct bitmap_store *s, struct bitmap_intent *dst,
+                           const struct bitmap_intent *src)
+{
+  dst->first = src->first;
+  dst->count = src->count;
+  dst->waiting = false;
+  list_add_tail (&s->inflight, &dst->node);
+}
+
 static void
 release (struct bitmap_intent *in)
 {

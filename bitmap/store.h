@@ -94,6 +94,14 @@ void bitmap_store_end_write (struct bitmap_store *s, struct bitmap_intent *in);
 void bitmap_store_end_write_clean (struct bitmap_store *s,
                                    struct bitmap_intent *in);
 
+/* A second intent over SRC's granules, which are on disk already (SRC
+ * is in flight and was ready): DST keeps them recorded after SRC ends,
+ * for as long as the write lives on elsewhere (a mirror forwarding it
+ * after the guest's acknowledgment).  End it like any other. */
+void bitmap_store_share_intent (struct bitmap_store *s,
+                                struct bitmap_intent *dst,
+                                const struct bitmap_intent *src);
+
 /* The data of the range is safe elsewhere: clear the live bits (the
  * file follows lazily).  LENGTH 0 means to the end of the image. */
 void bitmap_store_clear (struct bitmap_store *s, uint64_t offset,

@@ -101,7 +101,7 @@ in_sync (const struct ha *ha)
   struct mirror *m = ha->e->mirror;
 
   return ha->self.role == HA_PRIMARY && m && mirror_state (m) == MIRROR_READY
-    && export_dirty_bytes (ha->e) == 0;
+    && export_dirty_bytes (ha->e) == 0 && mirror_pending_bytes (m) == 0;
 }
 
 /* The peer URI with our claim in its export name:

@@ -75,6 +75,7 @@ struct mirror {
   struct list fwd_waiting;      /* forwards waiting for a copy to end */
   struct list forwarding;       /* forwards at the target */
   bool fwd_unflushed, fwd_flushing;
+  uint64_t fwd_bytes;           /* async forwards not yet at the target */
   struct loop_source *fwd_flush_timer;
 
   /* Cut-over. */
@@ -121,6 +122,7 @@ static void retry_forwards (struct mirror *m);
 static void pass_start (void *opaque);
 static void begin (struct mirror *m);
 static uint64_t lag_limit (const struct mirror *m);
+static uint64_t lag (const struct mirror *m);
 static void release_throttled (struct mirror *m);
 static void mark_all_ready (struct bitmap_intent *in, int err);
 static void check_cutover (struct mirror *m);
@@ -576,7 +578,7 @@ pass_end (void *opaque, int err)
   m->nr_copied = 0;
   m->passes++;
   m->pass_copied = 0;
-  if (m->auto_blocking && dirty_bitmap_dirty_bytes (bm) <= lag_limit (m) / 2)
+  if (m->auto_blocking && lag (m) <= lag_limit (m) / 2)
     release_throttled (m);
   if (m->cancelling || !m->up) {
     pump (m);
@@ -600,6 +602,7 @@ finished (const struct mirror *m)
 {
   return !m->in_pass && m->ops == 0 && !m->flushing && m->cancelling
     && !m->marking && (m->tgt == NULL || target_in_flight (m->tgt) == 0)
+    && m->fwd_bytes == 0 && list_empty (&m->fwd_waiting)
     && (m->tgt != NULL || m->holds_ref);
 }
 
@@ -752,12 +755,18 @@ lag_limit (const struct mirror *m)
 
 struct blocked {
   struct list node;
-  struct export_io *x;
+  struct export_io *x;          /* NULL once detached (async) */
   mirror_write_fn done;
   struct mirror *m;
   int forwarded;                /* 0 once the target has the write */
   struct list fwd_node;         /* m->forwarding while at the target */
+  enum image_cmd cmd;
+  const void *buf;
   uint64_t off, len;
+  /* Async forwards outlive the guest's request: their own copy of the
+   * data, and their own hold on the bitmap's intent. */
+  void *own_buf;
+  struct bitmap_intent in;
 };
 
 static void
@@ -870,6 +879,7 @@ on_target (void *opaque, enum target_state st)
   }
   else if (mirror_active (m))
     set_state (m, MIRROR_DISCONNECTED);
+  retry_forwards (m);           /* waiting ones go back to the bitmap */
   schedule_retry (m);
   pump (m);                     /* last: it may let the export go */
 }
@@ -888,6 +898,7 @@ connect_target (struct mirror *m)
       return;
     }
     set_state (m, MIRROR_DISCONNECTED);
+    retry_forwards (m);         /* waiting ones go back to the bitmap */
     schedule_retry (m);
   }
 }
@@ -1003,6 +1014,7 @@ mirror_cancel (struct mirror *m, bool keep_job)
       job_forget (m);
   }
   release_throttled (m);
+  retry_forwards (m);           /* waiting ones go back to the bitmap */
   check_cutover (m);
   pump (m);
 }
@@ -1077,12 +1089,11 @@ throttle_or_done (struct blocked *b)
 {
   struct mirror *m = b->m;
 
-  if (active_for_writes (m) && m->up
-      && dirty_bitmap_dirty_bytes (live (m)) > lag_limit (m)) {
+  if (active_for_writes (m) && m->up && lag (m) > lag_limit (m)) {
     if (!m->auto_blocking)
       log_info ("export %s: mirror lags %llu bytes (max-lag %llu): "
                 "switching to write-blocking", m->exp->spec.name,
-                (unsigned long long) dirty_bitmap_dirty_bytes (live (m)),
+                (unsigned long long) lag (m),
                 (unsigned long long) lag_limit (m));
     m->auto_blocking = true;
     list_add_tail (&m->throttled, &b->node);
@@ -1135,36 +1146,98 @@ overlaps_forward (const struct mirror *m, uint64_t off, uint64_t len)
   return false;
 }
 
+/* Lag counts forwards still on their way too: they are not in the
+ * bitmap any more. */
+static uint64_t
+lag (const struct mirror *m)
+{
+  return dirty_bitmap_dirty_bytes (live (m)) + m->fwd_bytes;
+}
+
+/* An async forward is over: its region is clean if the target has it,
+ * else back in the bitmap for a pass. */
+static void
+detached_done (struct blocked *b)
+{
+  struct mirror *m = b->m;
+  struct bitmap_store *s = m->exp->bitmap;
+
+  m->fwd_bytes -= b->len;
+  if (b->forwarded == 0)
+    bitmap_store_end_write_clean (s, &b->in);
+  else
+    bitmap_store_end_write (s, &b->in);
+  if (b->own_buf)
+    bufpool_put (b->own_buf, b->len);
+  free (b);
+  if (m->auto_blocking && lag (m) <= lag_limit (m) / 2)
+    release_throttled (m);
+  check_cutover (m);
+  pump (m);                     /* a cancelled mirror may now let go */
+}
+
+static void retry_forwards (struct mirror *m);
+
 static void
 target_has_it (void *opaque, int err)
 {
   struct blocked *b = opaque;
+  struct mirror *m = b->m;
 
   list_del (&b->fwd_node);
   b->forwarded = err;
   if (err == 0)
-    b->m->fwd_unflushed = true;
-  throttle_or_done (b);
+    m->fwd_unflushed = true;
+  if (b->x == NULL)
+    detached_done (b);
+  else
+    throttle_or_done (b);
+  retry_forwards (m);           /* forwards that waited for this one */
 }
 
 static void
 forward (struct blocked *b)
 {
   struct mirror *m = b->m;
-  struct image_io *io = &b->x->io;
   int r = -1;
 
   if (m->up && !m->cancelling && active_for_writes (m))
-    r = io->cmd == IMAGE_WRITE
-      ? target_pwrite (m->tgt, io->buf, io->count, io->offset, target_has_it, b)
-      : target_zero (m->tgt, io->count, io->offset, target_has_it, b);
+    r = b->cmd == IMAGE_WRITE
+      ? target_pwrite (m->tgt, b->buf, b->len, b->off, target_has_it, b)
+      : target_zero (m->tgt, b->len, b->off, target_has_it, b);
   if (r == -1) {
-    throttle_or_done (b);
+    if (b->x == NULL)
+      detached_done (b);
+    else
+      throttle_or_done (b);
     return;
   }
-  b->off = io->offset;
-  b->len = io->count;
   list_add_tail (&m->forwarding, &b->fwd_node);
+}
+
+/* Does B overlap a forward waiting ahead of it?  Overlapping forwards
+ * reach the target in the guest's order. */
+static bool
+overlaps_waiting_before (const struct mirror *m, const struct blocked *b)
+{
+  const struct list *pos;
+
+  for (pos = m->fwd_waiting.next; pos != &m->fwd_waiting; pos = pos->next) {
+    const struct blocked *o = list_entry (pos, struct blocked, node);
+    if (o == b)
+      return false;
+    if (o->off < b->off + b->len && b->off < o->off + o->len)
+      return true;
+  }
+  return false;
+}
+
+static bool
+must_wait (const struct mirror *m, const struct blocked *b)
+{
+  return m->up && !m->cancelling && (overlaps_copy (m, b->off, b->len)
+                   || overlaps_forward (m, b->off, b->len)
+                   || overlaps_waiting_before (m, b));
 }
 
 static void
@@ -1174,8 +1247,7 @@ retry_forwards (struct mirror *m)
 
   list_for_each_safe (pos, tmp, &m->fwd_waiting) {
     struct blocked *b = list_entry (pos, struct blocked, node);
-    struct image_io *io = &b->x->io;
-    if (m->up && overlaps_copy (m, io->offset, io->count))
+    if (must_wait (m, b))
       continue;
     list_del (&b->node);
     forward (b);
@@ -1206,6 +1278,54 @@ fwd_flush_tick (void *opaque)
     fwd_flushed (m, EIO);
 }
 
+/* Async mode: the write is sent to the target after the guest got its
+ * acknowledgment (DRBD's protocol A).  A detached copy of it takes over
+ * the bitmap intent, so its region stays recorded until the target has
+ * it; the guest's own intent ends clean.  Forwards in flight count
+ * toward the lag bound; past MAX_FWD_BYTES of them, with a --bandwidth
+ * limit, or without memory, the write is left to the bitmap as before. */
+#define MAX_FWD_BYTES (64u << 20)
+
+static void
+forward_async (struct mirror *m, struct blocked *b)
+{
+  struct blocked *d;
+
+  /* A --bandwidth limit is the bitmap's to keep: forwards would
+   * bypass it (and writes coalesce in the bitmap on a slow link). */
+  if (m->bandwidth || m->fwd_bytes + b->len > MAX_FWD_BYTES
+      || b->x->io.cmd == IMAGE_TRIM || (d = malloc (sizeof *d)) == NULL) {
+    throttle_or_done (b);       /* forwarded stays ENOTCONN: the bitmap */
+    return;
+  }
+  *d = *b;
+  d->x = NULL;
+  list_init (&d->node);
+  if (b->cmd == IMAGE_WRITE) {
+    if ((d->own_buf = bufpool_get (b->len)) == NULL) {
+      free (d);
+      throttle_or_done (b);
+      return;
+    }
+    memcpy (d->own_buf, b->buf, b->len);
+    d->buf = d->own_buf;
+  }
+  bitmap_store_share_intent (m->exp->bitmap, &d->in, &b->x->intent);
+  m->fwd_bytes += d->len;
+  b->forwarded = 0;             /* D holds the region now */
+  if (must_wait (m, d))
+    list_add_tail (&m->fwd_waiting, &d->node);
+  else
+    forward (d);
+  throttle_or_done (b);
+}
+
+uint64_t
+mirror_pending_bytes (const struct mirror *m)
+{
+  return m ? m->fwd_bytes : 0;
+}
+
 bool
 mirror_forwards_writes (const struct mirror *m)
 {
@@ -1220,19 +1340,28 @@ mirror_guest_write (struct mirror *m, struct export_io *x, mirror_write_fn done)
 
   if (m == NULL || !active_for_writes (m) || (b = malloc (sizeof *b)) == NULL)
     return 0;
+  memset (b, 0, sizeof *b);
   b->x = x;
   b->done = done;
   b->m = m;
   b->forwarded = ENOTCONN;      /* until the target says otherwise */
+  b->cmd = io->cmd;
+  b->buf = io->buf;
+  b->off = io->offset;
+  b->len = io->count;
   list_init (&b->node);
-  if (m->async || !m->up) {
+  if (!m->up) {
     throttle_or_done (b);
     return 1;
   }
   if (m->fwd_flush_timer == NULL)
     m->fwd_flush_timer = loop_add_timer (m->loop, FWD_FLUSH_MS, FWD_FLUSH_MS,
                                          fwd_flush_tick, m);
-  if (overlaps_copy (m, io->offset, io->count)) {
+  if (m->async) {
+    forward_async (m, b);
+    return 1;
+  }
+  if (must_wait (m, b)) {
     list_add_tail (&m->fwd_waiting, &b->node);
     return 1;
   }
@@ -1391,8 +1520,8 @@ check_cutover (struct mirror *m)
     cutover_end (m, ECANCELED, why);
     return;
   }
-  if (m->in_pass || m->exp->writes_in_flight > 0)
-    return;
+  if (m->in_pass || m->exp->writes_in_flight > 0 || m->fwd_bytes > 0)
+    return;                     /* async forwards are data on its way */
   if (dirty_bitmap_dirty_bytes (live (m)) > 0) {
     mirror_kick (m);
     return;

@@ -104,6 +104,9 @@ void mirror_guest_write_done (struct mirror *m);
  * mode, target up)?  Then it may go at the same time as the local
  * write. */
 bool mirror_forwards_writes (const struct mirror *m);
+/* Bytes of async forwards not yet acknowledged by the target (they are
+ * not in the bitmap meanwhile). */
+uint64_t mirror_pending_bytes (const struct mirror *m);
 /* Should a new guest write wait (cut-over in progress)? */
 bool mirror_holds_writes (const struct mirror *m);
 
