@@ -1063,6 +1063,8 @@ mirror_status_json (const struct mirror *m)
   status_add (o, "error", m->error[0] ? json_object_new_string (m->error) : NULL);
   status_add (o, "write_blocking", json_object_new_boolean (!m->async || m->auto_blocking));
   status_add (o, "lag_bound_held", json_object_new_boolean (m->auto_blocking));
+  status_add (o, "lag_bytes", json_object_new_int64 ((int64_t) lag (m)));
+  status_add (o, "forwarding_bytes", json_object_new_int64 ((int64_t) m->fwd_bytes));
   status_add (o, "passes", json_object_new_int ((int) m->passes));
   status_add (o, "connections", json_object_new_int (m->tgt && m->up ? (int) target_connections (m->tgt) : 0));
   status_add (o, "bandwidth", json_object_new_int64 ((int64_t) m->bandwidth));

@@ -36,7 +36,7 @@ writer=$!
 cleanup_fn "kill $writer 2>/dev/null"
 max=0 held=False
 while kill -0 $writer 2>/dev/null; do
-  read -r lag h < <(hfield a 'e["dirty_bytes"], e["mirror"]["lag_bound_held"] if e["mirror"] else False' | tr -d '(),')
+  read -r lag h < <(hfield a '(e["mirror"]["lag_bytes"], e["mirror"]["lag_bound_held"]) if e["mirror"] else (0, False)' | tr -d '(),')
   [ "$lag" -gt "$max" ] && max=$lag
   [ "$h" = True ] && held=True
   sleep 0.05      # sampling the lag, not waiting for readiness
