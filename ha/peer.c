@@ -203,17 +203,8 @@ step_fetch (struct peer_op *op)
 static void
 update_events (struct peer_op *op)
 {
-  unsigned dir;
-  uint32_t ev = 0;
-
-  if (op->finished || op->src == NULL)
-    return;
-  dir = nbd_aio_get_direction (op->h);
-  if (dir & LIBNBD_AIO_DIRECTION_READ)
-    ev |= EPOLLIN;
-  if (dir & LIBNBD_AIO_DIRECTION_WRITE)
-    ev |= EPOLLOUT;
-  loop_source_set_events (op->src, ev);
+  if (!op->finished && op->src)
+    target_watch_handle (op->src, op->h);
 }
 
 static void

@@ -267,20 +267,24 @@ on_conn_event (void *opaque, uint32_t events)
   conn_update (c);
 }
 
-static void
-conn_update (struct tconn *c)
+void
+target_watch_handle (struct loop_source *src, struct nbd_handle *h)
 {
-  unsigned dir;
+  unsigned dir = nbd_aio_get_direction (h);
   uint32_t ev = 0;
 
-  if (c->dead || c->src == NULL)
-    return;
-  dir = nbd_aio_get_direction (c->h);
   if (dir & LIBNBD_AIO_DIRECTION_READ)
     ev |= EPOLLIN;
   if (dir & LIBNBD_AIO_DIRECTION_WRITE)
     ev |= EPOLLOUT;
-  loop_source_set_events (c->src, ev);
+  loop_source_set_events (src, ev);
+}
+
+static void
+conn_update (struct tconn *c)
+{
+  if (!c->dead && c->src)
+    target_watch_handle (c->src, c->h);
 }
 
 static int

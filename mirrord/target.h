@@ -77,5 +77,8 @@ int target_zero_prefix (struct target *t, uint64_t count, uint64_t offset,
 /* Prepares a libnbd handle for URI before it connects (TLS settings
  * for nbds:// URIs).  Shared with the HA peer link. */
 int target_setup_handle (struct nbd_handle *h, const char *uri);
+/* Points SRC's events at what libnbd waits for on H (after every call
+ * into libnbd).  Shared with the HA peer link. */
+void target_watch_handle (struct loop_source *src, struct nbd_handle *h);
 
 #endif
