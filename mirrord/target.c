@@ -306,7 +306,11 @@ start_conn (struct target *t)
   }
   if (nbd_aio_connect_uri (c->h, t->uri) == -1
       || (fd = nbd_aio_get_fd (c->h)) == -1) {
-    error_set (0, "%s", nbd_get_error ());
+    char buf[384];
+    const char *why = nbd_get_error ();
+    /* The TLS handshake may fail inside the call already. */
+    error_set (0, "%s", explain_tls_failure (c, why ? why : "cannot connect",
+                                            buf, sizeof buf));
     nbd_close (c->h);
     c->h = NULL;
     return -1;
