@@ -19,6 +19,7 @@
 #include "control.h"
 #include "export.h"
 #include "ha/ha.h"
+#include "ha/verify.h"
 #include "mirror.h"
 #include "status.h"
 
@@ -366,6 +367,36 @@ cmd_demote (json_object *req, struct client *c)
   return status_export_json (e);
 }
 
+static void
+verified (void *opaque, int err, json_object *result)
+{
+  waiter_done (opaque, err ? NULL : result);
+}
+
+static json_object *
+cmd_verify (json_object *req, struct client *c)
+{
+  struct export *e = get_export (req);
+  struct waiter *w;
+
+  if (e == NULL)
+    return NULL;
+  if (e->spec.peer == NULL) {
+    error_set (EINVAL, "export %s has no peer to verify against", e->spec.name);
+    return NULL;
+  }
+  if ((w = waiter_new (c, e)) == NULL) {
+    error_set (ENOMEM, "allocating");
+    return NULL;
+  }
+  if (verify_start (e, e->spec.peer, verified, w) == -1) {
+    export_unref (e);
+    free (w);
+    return NULL;
+  }
+  return PENDING;
+}
+
 static json_object *
 cmd_mirror_cancel (json_object *req, struct client *c)
 {
@@ -448,6 +479,7 @@ static const struct {
   command_fn fn;
 } commands[] = {
   { "promote", cmd_promote },
+  { "verify", cmd_verify },
   { "demote", cmd_demote },
   { "mirror-start", cmd_mirror_start },
   { "mirror-cancel", cmd_mirror_cancel },

@@ -83,7 +83,7 @@ refused(c.call({"command": "export-add", "name": "vm1", "path": d + "/a.img"}),
 for cmd in ("promote", "demote"):
     refused(c.call({"command": cmd, "export": "vm1"}), "has no peer")
 refused(c.call({"command": "promote", "export": "vm1", "force": "yes"}), '"force" must be', 22)
-refused(c.call({"command": "verify", "export": "vm1"}), "unknown command 'verify'")
+refused(c.call({"command": "verify", "export": "vm1"}), "has no peer to verify against")
 refused(c.call({"command": "mirror-start", "export": "vm1"}), 'needs a "uri"')
 refused(c.call({"command": "mirror-start", "export": "vm1", "uri": "nbd://x/y",
                 "mode": "fast"}), "sync or async")
