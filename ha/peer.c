@@ -211,14 +211,8 @@ static void
 on_event (void *opaque, uint32_t events)
 {
   struct peer_op *op = opaque;
-  int r = 0;
 
-
-  if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
-    r = nbd_aio_notify_read (op->h);
-  if (r == 0 && (events & EPOLLOUT))
-    r = nbd_aio_notify_write (op->h);
-  if (r == -1 || nbd_aio_is_dead (op->h) || nbd_aio_is_closed (op->h)) {
+  if (target_handle_events (op->h, events) == -1) {
     log_debug ("peer: %s", nbd_get_error ());
     finish (op, ECONNRESET);
     return;

@@ -210,13 +210,8 @@ static void
 on_event (void *opaque, uint32_t events)
 {
   struct verify *v = opaque;
-  int r = 0;
 
-  if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
-    r = nbd_aio_notify_read (v->h);
-  if (r == 0 && (events & EPOLLOUT))
-    r = nbd_aio_notify_write (v->h);
-  if (r == -1 || nbd_aio_is_dead (v->h) || nbd_aio_is_closed (v->h)) {
+  if (target_handle_events (v->h, events) == -1) {
     const char *e = nbd_get_error ();
     snprintf (v->why, sizeof v->why, "%s", e ? e : "connection lost");
     finish (v, ECONNRESET);

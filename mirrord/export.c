@@ -518,6 +518,14 @@ start_flush (struct export *e, struct export_io *x)
   image_submit (e->img, io);
 }
 
+/* Answers IO with ERR without touching the image. */
+static void
+refuse (struct export *e, struct image_io *io, int err)
+{
+  io->img = e->img;
+  image_io_complete_later (io, err);
+}
+
 void
 export_submit (struct export *e, struct export_io *x)
 {
@@ -529,8 +537,7 @@ export_submit (struct export *e, struct export_io *x)
      * in its own bitmap, ours only counts our own clients' writes. */
     if (is_write (io->cmd) && (e->ha == NULL || ha_is_primary (e->ha)
                                || e->spec.readonly)) {
-      io->img = e->img;
-      image_io_complete_later (io, EPERM);
+      refuse (e, io, EPERM);
       return;
     }
     if (io->cmd == IMAGE_WRITE)
@@ -539,14 +546,12 @@ export_submit (struct export *e, struct export_io *x)
     return;
   }
   if (is_write (io->cmd) && !export_writable (e)) {
-    io->img = e->img;
-    image_io_complete_later (io, EPERM);
+    refuse (e, io, EPERM);
     return;
   }
   if (is_write (io->cmd) && e->ha && ha_before_client_write (e->ha) == -1) {
     log_err ("%s", error_get ());
-    io->img = e->img;
-    image_io_complete_later (io, EIO);
+    refuse (e, io, EIO);
     return;
   }
   if (io->cmd == IMAGE_READ)

@@ -248,14 +248,9 @@ on_conn_event (void *opaque, uint32_t events)
 {
   struct tconn *c = opaque;
   struct target *t = c->t;
-  int r = 0;
 
   c->progress_ns = loop_now_ns ();
-  if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
-    r = nbd_aio_notify_read (c->h);
-  if (r == 0 && (events & EPOLLOUT))
-    r = nbd_aio_notify_write (c->h);
-  if (r == -1 || nbd_aio_is_dead (c->h) || nbd_aio_is_closed (c->h)) {
+  if (target_handle_events (c->h, events) == -1) {
     conn_dead (c);
     return;
   }
@@ -265,6 +260,18 @@ on_conn_event (void *opaque, uint32_t events)
       first_ready (t, c->h);
   }
   conn_update (c);
+}
+
+int
+target_handle_events (struct nbd_handle *h, uint32_t events)
+{
+  int r = 0;
+
+  if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+    r = nbd_aio_notify_read (h);
+  if (r == 0 && (events & EPOLLOUT))
+    r = nbd_aio_notify_write (h);
+  return r == -1 || nbd_aio_is_dead (h) || nbd_aio_is_closed (h) ? -1 : 0;
 }
 
 void

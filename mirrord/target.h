@@ -80,5 +80,8 @@ int target_setup_handle (struct nbd_handle *h, const char *uri);
 /* Points SRC's events at what libnbd waits for on H (after every call
  * into libnbd).  Shared with the HA peer link. */
 void target_watch_handle (struct loop_source *src, struct nbd_handle *h);
+/* Lets libnbd act on EVENTS from the loop; -1 when the connection is
+ * dead or closed (nbd_get_error() says why). */
+int target_handle_events (struct nbd_handle *h, uint32_t events);
 
 #endif
