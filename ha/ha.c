@@ -534,12 +534,6 @@ ha_is_primary (const struct ha *ha)
   return ha->self.role == HA_PRIMARY;
 }
 
-bool
-ha_is_splitbrain (const struct ha *ha)
-{
-  return ha->self.disk == DISK_SPLITBRAIN;
-}
-
 /* ---- Promote and demote ---- */
 
 static void

@@ -48,7 +48,6 @@ struct ha *ha_open (struct export *e, const struct ha_opts *o);
 void ha_close (struct ha *ha);
 
 bool ha_is_primary (const struct ha *ha);
-bool ha_is_splitbrain (const struct ha *ha);
 
 /* Our view as the peer reads it (the state meta context). */
 int ha_peer_state (struct ha *ha, char *buf, size_t len);

@@ -50,7 +50,7 @@ struct mirror {
   bool cancelling;
 
   /* The pass. */
-  bool in_pass, flushing, pass_failed;
+  bool in_pass, flushing;
   struct { uint64_t off, len; } *copied;  /* this pass's copies, merged */
   size_t nr_copied, cap_copied;
   uint64_t cursor, pass_copied;
@@ -289,7 +289,6 @@ copy_end (struct copy *c, int err)
   if (err) {
     /* Copy it again in a later pass: the mark lands in the successor. */
     dirty_bitmap_mark (live (m), c->off, c->len);
-    m->pass_failed = true;
     if (m->up)
       log_debug ("mirror %s: copy %llu+%llu failed: %s", m->label,
                  (unsigned long long) c->off, (unsigned long long) c->len,
@@ -523,7 +522,6 @@ copy_start (struct mirror *m, uint64_t off, uint64_t len)
    * pass. */
   if (overlaps_forward (m, off, len)) {
     dirty_bitmap_mark (live (m), off, len);
-    m->pass_failed = true;
     return;
   }
   c = calloc (1, sizeof *c);
@@ -532,7 +530,6 @@ copy_start (struct mirror *m, uint64_t off, uint64_t len)
     free (c);
     m->ops--;
     dirty_bitmap_mark (live (m), off, len);
-    m->pass_failed = true;
     return;
   }
   /* --bandwidth counts the data sent.  A copy reserves its length when
@@ -696,7 +693,6 @@ pass_start (void *opaque)
     return;
   }
   m->in_pass = true;
-  m->pass_failed = false;
   m->cursor = 0;
   m->pass_copied = 0;
   m->nr_copied = 0;
