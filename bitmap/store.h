@@ -31,6 +31,9 @@
  *
  * Clearing is lazy: the live bitmap is cleared at once, the file a
  * second later in one batch, and never below the writes in flight.
+ * Granules that writes ended clean in (end_write_clean) stay set on
+ * disk while they are hot — an activity set of bounded size, as DRBD's
+ * activity log — so that writing them again costs no metadata flush.
  * close() stores the exact bitmap and marks the file clean.
  *
  * A file that is corrupt or made for another image size or granularity

@@ -259,6 +259,64 @@ test_lazy_clear_keeps_inflight (void **state)
   assert_int_equal (bitmap_store_close (s), 0);
 }
 
+/* A write ended clean (the mirror target has it too). */
+static void
+write_clean (struct bitmap_store *s, uint64_t off, uint64_t len)
+{
+  struct bitmap_intent in = { .ready = on_ready };
+
+  if (bitmap_store_begin_write (s, &in, off, len) == 0) {
+    loop_run (loop);
+    assert_int_equal (ready_err, 0);
+  }
+  bitmap_store_end_write_clean (s, &in);
+}
+
+static void
+run_past_clear_delay (void)
+{
+  struct loop_source *t = loop_add_timer (loop, 1500, 0, stop_loop, NULL);
+
+  loop_run (loop);
+  loop_source_remove (t);
+}
+
+/* Granules written clean stay on disk while hot, so writing them again
+ * costs no flush; the set is bounded (1 GiB per generation: with 64 MiB
+ * granules, 16 of them), and a clean close stores the exact bitmap. */
+static void
+test_activity_set (void **state)
+{
+  const uint64_t g = 64u << 20;
+  struct bitmap_store *s;
+  uint64_t flushes;
+
+  unlink (path);
+  s = open_store (40 * g, (uint32_t) g, false);
+  assert_non_null (s);
+  write_clean (s, 3 * g, 4096);
+  run_past_clear_delay ();
+  assert_int_equal (bitmap_store_dirty_bytes (s), 0);
+  assert_true (file_bit (3));
+  flushes = bitmap_store_flushes (s);
+  write_clean (s, 3 * g + 8192, 4096);
+  assert_int_equal (bitmap_store_flushes (s), flushes);      /* no flush */
+  /* 32 more: two generations fill (3..18, then 19..34): the older one,
+   * granule 3's, leaves the file. */
+  for (unsigned i = 4; i < 36; i++)
+    write_clean (s, i * g, 1);
+  run_past_clear_delay ();
+  assert_false (file_bit (3));
+  assert_false (file_bit (18));
+  assert_true (file_bit (19) && file_bit (35));
+  assert_int_equal (bitmap_store_dirty_bytes (s), 0);
+  assert_int_equal (bitmap_store_close (s), 0);
+  s = open_store (40 * g, (uint32_t) g, false);
+  assert_int_equal (bitmap_store_dirty_bytes (s), 0);
+  assert_false (file_bit (35));                             /* exact on close */
+  assert_int_equal (bitmap_store_close (s), 0);
+}
+
 int
 main (void)
 {
@@ -269,6 +327,7 @@ main (void)
     cmocka_unit_test (test_corrupt_block),
     cmocka_unit_test (test_mismatch),
     cmocka_unit_test (test_lazy_clear_keeps_inflight),
+    cmocka_unit_test (test_activity_set),
   };
   return cmocka_run_group_tests (tests, setup, teardown);
 }
