@@ -354,7 +354,7 @@ fast_zero_done (void *opaque, int err)
       log_info ("export %s: mirror target %s zeroes slowly (FAST_ZERO refused): "
                 "plain WRITE_ZEROES from now on", m->exp->spec.name, m->label);
     m->fast_zero_slow = true;
-    err = target_zero (m->tgt, z->len, z->pos, piece_done, c) == 0 ? 0 : EIO;
+    err = target_zero (m->tgt, z->len, z->pos, 0, piece_done, c) == 0 ? 0 : EIO;
     if (err == 0) {
       free (z);
       return;                   /* piece_done() follows */
@@ -373,7 +373,7 @@ send_zero (struct copy *c, uint64_t pos, uint64_t len)
   struct fast_zero *z;
 
   if (!fast_zero_worth_trying (m) || (z = malloc (sizeof *z)) == NULL)
-    return target_zero (m->tgt, len, pos, piece_done, c);
+    return target_zero (m->tgt, len, pos, 0, piece_done, c);
   z->c = c;
   z->pos = pos;
   z->len = len;
@@ -401,7 +401,7 @@ send_piece (struct copy *c, uint64_t pos, uint64_t len, bool zero)
     r = send_zero (c, pos, len);
   else
     r = target_pwrite (m->tgt, (uint8_t *) c->buf + (pos - c->off), len, pos,
-                       piece_done, c);
+                       0, piece_done, c);
   if (r == -1) {
     c->pending--;
     c->err = EIO;
@@ -757,6 +757,7 @@ struct blocked {
   int forwarded;                /* 0 once the target has the write */
   struct list fwd_node;         /* m->forwarding while at the target */
   enum image_cmd cmd;
+  unsigned flags;               /* TARGET_FUA: the guest asked for FUA */
   const void *buf;
   uint64_t off, len;
   /* Async forwards outlive the guest's request: their own copy of the
@@ -1201,8 +1202,8 @@ forward (struct blocked *b)
 
   if (m->up && !m->cancelling && active_for_writes (m))
     r = b->cmd == IMAGE_WRITE
-      ? target_pwrite (m->tgt, b->buf, b->len, b->off, target_has_it, b)
-      : target_zero (m->tgt, b->len, b->off, target_has_it, b);
+      ? target_pwrite (m->tgt, b->buf, b->len, b->off, b->flags, target_has_it, b)
+      : target_zero (m->tgt, b->len, b->off, b->flags, target_has_it, b);
   if (r == -1) {
     if (b->x == NULL)
       detached_done (b);
@@ -1344,6 +1345,9 @@ mirror_guest_write (struct mirror *m, struct export_io *x, mirror_write_fn done)
   b->m = m;
   b->forwarded = ENOTCONN;      /* until the target says otherwise */
   b->cmd = io->cmd;
+  /* In sync mode a FUA write is stable on both sides before its ack
+   * (async forwards are after it: FUA there buys nothing). */
+  b->flags = (io->flags & IMAGE_FUA) && !m->async ? TARGET_FUA : 0;
   b->buf = io->buf;
   b->off = io->offset;
   b->len = io->count;

@@ -51,7 +51,7 @@ struct target {
   bool up, down;
   char error[512];
   uint64_t size;
-  bool readonly, can_zero, can_fast_zero, can_flush, can_bs;
+  bool readonly, can_zero, can_fast_zero, can_flush, can_fua, can_bs;
   uint32_t max_request;
   unsigned in_flight;
   unsigned timeout_ms;          /* a connection stuck this long is dead */
@@ -72,6 +72,7 @@ struct tcmd {
   target_zeroes_fn zeroes_done;
   void *opaque;
   struct flush_group *grp;
+  bool then_flush;              /* FUA on a target without it */
   int err;
   uint64_t bs_offset, bs_count, zero_bytes;
   struct loop_deferred later;
@@ -231,6 +232,7 @@ first_ready (struct target *t, struct nbd_handle *h)
   t->can_zero = nbd_can_zero (h) == 1;
   t->can_fast_zero = t->can_zero && nbd_can_fast_zero (h) == 1;
   t->can_flush = nbd_can_flush (h) == 1;
+  t->can_fua = nbd_can_fua (h) == 1;
   t->can_bs = nbd_can_meta_context (h, "base:allocation") == 1;
   t->max_request = max > 0 && max <= DEFAULT_MAX_REQUEST
     ? (uint32_t) max : DEFAULT_MAX_REQUEST;
@@ -462,6 +464,10 @@ target_connections (const struct target *t)
 
 /* ---- Commands ---- */
 
+static int submit (struct tconn *c, struct tcmd *cmd, char kind,
+                   const void *buf, uint64_t count, uint64_t offset,
+                   uint32_t flags);
+
 static void
 cmd_finish (void *opaque)
 {
@@ -471,6 +477,14 @@ cmd_finish (void *opaque)
   t->in_flight--;
   if (cmd->c)
     cmd->c->busy--;
+  /* FUA emulated: the write is stable once its connection flushed
+   * (a flush covers the writes completed before it was sent). */
+  if (cmd->then_flush && cmd->err == 0 && cmd->c) {
+    cmd->then_flush = false;
+    if (submit (cmd->c, cmd, 'f', NULL, 0, 0, 0) == 0)
+      return;
+    cmd->err = EIO;
+  }
   if (cmd->grp) {
     struct flush_group *g = cmd->grp;
     if (cmd->err && !g->err)
@@ -549,14 +563,14 @@ cmd_new (struct target *t, target_done_fn done, void *opaque)
  * 'b'lock status). */
 static int
 submit (struct tconn *c, struct tcmd *cmd, char kind, const void *buf,
-        uint64_t count, uint64_t offset)
+        uint64_t count, uint64_t offset, uint32_t flags)
 {
   nbd_completion_callback cb = { .callback = cmd_callback, .user_data = cmd };
   int64_t r;
 
   switch (kind) {
-  case 'w': r = nbd_aio_pwrite (c->h, buf, count, offset, cb, 0); break;
-  case 'z': r = nbd_aio_zero (c->h, count, offset, cb, 0); break;
+  case 'w': r = nbd_aio_pwrite (c->h, buf, count, offset, cb, flags); break;
+  case 'z': r = nbd_aio_zero (c->h, count, offset, cb, flags); break;
   case 'Z':
     r = nbd_aio_zero (c->h, count, offset, cb, LIBNBD_CMD_FLAG_FAST_ZERO);
     break;
@@ -583,8 +597,9 @@ submit (struct tconn *c, struct tcmd *cmd, char kind, const void *buf,
 
 static int
 one (struct target *t, char kind, const void *buf, uint64_t count,
-     uint64_t offset, target_done_fn done, void *opaque)
+     uint64_t offset, unsigned flags, target_done_fn done, void *opaque)
 {
+  uint32_t nbd_flags = 0;
   struct tconn *c = t->down ? NULL : pick (t);
   struct tcmd *cmd;
 
@@ -593,7 +608,13 @@ one (struct target *t, char kind, const void *buf, uint64_t count,
   cmd = cmd_new (t, done, opaque);
   if (cmd == NULL)
     return error_set (ENOMEM, "allocating a command");
-  if (submit (c, cmd, kind, buf, count, offset) == -1) {
+  if (flags & TARGET_FUA) {
+    if (t->can_fua)
+      nbd_flags |= LIBNBD_CMD_FLAG_FUA;
+    else
+      cmd->then_flush = t->can_flush;
+  }
+  if (submit (c, cmd, kind, buf, count, offset, nbd_flags) == -1) {
     free (cmd);
     return -1;
   }
@@ -602,16 +623,17 @@ one (struct target *t, char kind, const void *buf, uint64_t count,
 
 int
 target_pwrite (struct target *t, const void *buf, uint64_t count,
-               uint64_t offset, target_done_fn done, void *opaque)
+               uint64_t offset, unsigned flags, target_done_fn done,
+               void *opaque)
 {
-  return one (t, 'w', buf, count, offset, done, opaque);
+  return one (t, 'w', buf, count, offset, flags, done, opaque);
 }
 
 int
 target_zero (struct target *t, uint64_t count, uint64_t offset,
-             target_done_fn done, void *opaque)
+             unsigned flags, target_done_fn done, void *opaque)
 {
-  return one (t, 'z', NULL, count, offset, done, opaque);
+  return one (t, 'z', NULL, count, offset, flags, done, opaque);
 }
 
 int
@@ -620,7 +642,7 @@ target_zero_fast (struct target *t, uint64_t count, uint64_t offset,
 {
   if (!t->can_fast_zero)
     return error_set (ENOTSUP, "%s: no fast zero", t->uri);
-  return one (t, 'Z', NULL, count, offset, done, opaque);
+  return one (t, 'Z', NULL, count, offset, 0, done, opaque);
 }
 
 bool
@@ -642,7 +664,7 @@ target_zero_prefix (struct target *t, uint64_t count, uint64_t offset,
   if (cmd == NULL)
     return error_set (ENOMEM, "allocating a command");
   cmd->zeroes_done = done;
-  if (submit (c, cmd, 'b', NULL, count, offset) == -1) {
+  if (submit (c, cmd, 'b', NULL, count, offset, 0) == -1) {
     free (cmd);
     return -1;
   }
@@ -673,7 +695,7 @@ target_flush (struct target *t, target_done_fn done, void *opaque)
       continue;
     cmd->grp = g;
     g->pending++;
-    if (submit (c, cmd, 'f', NULL, 0, 0) == -1) {
+    if (submit (c, cmd, 'f', NULL, 0, 0, 0) == -1) {
       g->pending--;
       g->err = EIO;
       free (cmd);

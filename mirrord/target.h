@@ -53,11 +53,15 @@ uint32_t target_max_request (const struct target *t);
 unsigned target_connections (const struct target *t);
 
 /* Returns 0, or -1 with error_set() if the command could not be
- * queued (the target is down). */
+ * queued (the target is down).  FLAGS: TARGET_FUA, the data is stable
+ * on the target when DONE runs (a FLUSH follows the write where the
+ * target has no FUA). */
+#define TARGET_FUA 1u
 int target_pwrite (struct target *t, const void *buf, uint64_t count,
-                   uint64_t offset, target_done_fn done, void *opaque);
+                   uint64_t offset, unsigned flags, target_done_fn done,
+                   void *opaque);
 int target_zero (struct target *t, uint64_t count, uint64_t offset,
-                 target_done_fn done, void *opaque);
+                 unsigned flags, target_done_fn done, void *opaque);
 /* WRITE_ZEROES with FAST_ZERO (only if target_can_fast_zero()): the
  * target zeroes only if that is cheaper than writing, else DONE gets
  * ENOTSUP at once and nothing changed. */
