@@ -41,7 +41,15 @@ requires () {
 _cleanup_fns=()
 cleanup_fn () { _cleanup_fns+=("$*"); }
 _run_cleanup () {
-  local status=$? i
+  local status=$? i log
+  # A failed test shows what its daemons said: CI logs are all a reader gets.
+  if [ "$status" -ne 0 ] && [ "$status" -ne 77 ] && [ -d "${TESTDIR:-}" ]; then
+    for log in "$TESTDIR"/*.log; do
+      [ -f "$log" ] || continue
+      echo "---- last lines of $log" >&2
+      tail -n 25 "$log" | tr -d '\000' >&2
+    done
+  fi
   for ((i=${#_cleanup_fns[@]}-1; i>=0; i--)); do
     eval "${_cleanup_fns[i]}" || :
   done
