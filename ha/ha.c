@@ -393,8 +393,15 @@ tick (void *opaque)
 {
   struct ha *ha = opaque;
   uint64_t now = loop_now_ns ();
+  uint64_t last = ha->last_heard_ns;
 
-  if (ha->peer_alive && now - ha->last_heard_ns > ha->timeout_ms * 1000000ull) {
+  /* Replication that gets answers is a sign of life too: on a saturated
+   * link a heartbeat (a new TLS connection, several round trips through
+   * a full queue) can take longer than the timeout while the
+   * replication connection keeps moving. */
+  if (mirror_connected (ha) && mirror_target_heard_ns (ha->e->mirror) > last)
+    last = mirror_target_heard_ns (ha->e->mirror);
+  if (ha->peer_alive && now - last > ha->timeout_ms * 1000000ull) {
     ha->peer_alive = false;
     log_warn ("export %s: peer %s silent for %u ms: considered down",
               ha->e->spec.name, ha->peer_uri, ha->timeout_ms);

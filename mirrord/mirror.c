@@ -1320,6 +1320,12 @@ forward_async (struct mirror *m, struct blocked *b)
 }
 
 uint64_t
+mirror_target_heard_ns (const struct mirror *m)
+{
+  return m && m->tgt ? target_heard_ns (m->tgt) : 0;
+}
+
+uint64_t
 mirror_pending_bytes (const struct mirror *m)
 {
   return m ? m->fwd_bytes : 0;

@@ -107,6 +107,8 @@ bool mirror_forwards_writes (const struct mirror *m);
 /* Bytes of async forwards not yet acknowledged by the target (they are
  * not in the bitmap meanwhile). */
 uint64_t mirror_pending_bytes (const struct mirror *m);
+/* When the target last answered (target_heard_ns()); 0 without one. */
+uint64_t mirror_target_heard_ns (const struct mirror *m);
 /* Should a new guest write wait (cut-over in progress)? */
 bool mirror_holds_writes (const struct mirror *m);
 

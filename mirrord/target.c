@@ -55,6 +55,7 @@ struct target {
   uint32_t max_request;
   unsigned in_flight;
   unsigned timeout_ms;          /* a connection stuck this long is dead */
+  uint64_t heard_ns;            /* when the target last sent us bytes */
   struct loop_source *watchdog;
 };
 
@@ -252,6 +253,8 @@ on_conn_event (void *opaque, uint32_t events)
   struct target *t = c->t;
 
   c->progress_ns = loop_now_ns ();
+  if (events & EPOLLIN)
+    t->heard_ns = c->progress_ns;
   if (target_handle_events (c->h, events) == -1) {
     conn_dead (c);
     return;
@@ -451,6 +454,7 @@ bool target_can_fast_zero (const struct target *t) { return t->can_fast_zero; }
 bool target_can_flush (const struct target *t) { return t->can_flush; }
 uint32_t target_max_request (const struct target *t) { return t->max_request; }
 unsigned target_in_flight (const struct target *t) { return t->in_flight; }
+uint64_t target_heard_ns (const struct target *t) { return t->heard_ns; }
 
 unsigned
 target_connections (const struct target *t)

@@ -70,6 +70,9 @@ int target_zero_fast (struct target *t, uint64_t count, uint64_t offset,
 /* Flushes every connection; DONE once all have. */
 int target_flush (struct target *t, target_done_fn done, void *opaque);
 unsigned target_in_flight (const struct target *t);
+/* When the target last sent anything (loop_now_ns(); 0: never): a
+ * target that answers is alive, however slow its link. */
+uint64_t target_heard_ns (const struct target *t);
 
 /* base:allocation on the target, if it offers it: DONE gets how many
  * bytes from OFFSET (at most COUNT) read as zeroes there already. */
