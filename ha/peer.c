@@ -23,7 +23,7 @@ struct peer_op {
   struct loop *loop;
   struct nbd_handle *h;
   struct loop_source *src, *timer;
-  struct loop_deferred later;
+  struct loop_deferred later, first_look;
   bool issued, finished;
   int err;
   /* probe */
@@ -48,6 +48,7 @@ op_free (struct peer_op *op)
   if (op->h)
     nbd_close (op->h);
   loop_cancel_deferred (op->loop, &op->later);
+  loop_cancel_deferred (op->loop, &op->first_look);
   free (op->state);
   free (op->context);
   free (op);
@@ -221,6 +222,18 @@ on_event (void *opaque, uint32_t events)
   update_events (op);
 }
 
+/* libnbd may get through the whole negotiation inside the connect call
+ * (a quick peer on loopback): the handle is then idle, waits for no
+ * event, and only a look from the loop moves the conversation on. */
+static void
+look (void *opaque)
+{
+  struct peer_op *op = opaque;
+
+  if (!op->finished)
+    on_event (op, 0);
+}
+
 static void
 on_timeout (void *opaque)
 {
@@ -264,6 +277,7 @@ op_start (struct loop *loop, enum kind kind, const char *uri,
   if (op->src == NULL || op->timer == NULL)
     goto err;
   update_events (op);
+  loop_defer (loop, &op->first_look, look, op);
   return op;
  err:
   op_free (op);

@@ -27,7 +27,7 @@ struct verify {
   struct loop *loop;
   struct nbd_handle *h;
   struct loop_source *src, *timer;
-  struct loop_deferred later;
+  struct loop_deferred later, first_look;
   uint64_t size, pos, len, block;
   uint8_t *local, *remote;
   struct image_io io;
@@ -52,6 +52,7 @@ v_free (struct verify *v)
   if (v->h)
     nbd_close (v->h);
   loop_cancel_deferred (v->loop, &v->later);
+  loop_cancel_deferred (v->loop, &v->first_look);
   if (v->local)
     bufpool_put (v->local, CHUNK);
   if (v->remote)
@@ -232,6 +233,17 @@ on_event (void *opaque, uint32_t events)
     target_watch_handle (v->src, v->h);
 }
 
+/* libnbd may get through the whole negotiation inside the connect call:
+ * the idle handle waits for no event, so the loop takes a first look. */
+static void
+look (void *opaque)
+{
+  struct verify *v = opaque;
+
+  if (!v->finished && !v->started)
+    on_event (v, 0);
+}
+
 static void
 watchdog (void *opaque)
 {
@@ -283,5 +295,6 @@ verify_start (struct export *e, const char *uri, verify_done_fn done,
     return -1;
   }
   target_watch_handle (v->src, v->h);
+  loop_defer (v->loop, &v->first_look, look, v);
   return 0;
 }

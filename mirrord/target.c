@@ -41,6 +41,7 @@ struct tconn {
   unsigned busy;                /* commands in flight on it */
   uint64_t progress_ns;         /* when it last moved (or started) */
   int outq;                     /* bytes the kernel had yet to deliver */
+  struct loop_deferred first_look;
   int cork;                     /* -1 unknown, 0 not TCP, 1 TCP */
   bool corked;
   struct list cork_node;        /* corked: until the loop next waits */
@@ -299,6 +300,19 @@ target_watch_handle (struct loop_source *src, struct nbd_handle *h)
   loop_source_set_events (src, ev);
 }
 
+/* libnbd may get through the whole negotiation inside the connect call
+ * (a quick server on loopback): the handle is then ready and idle, and
+ * waits for no event.  Without this look the connection never counted
+ * as up, and the watchdog dropped it as stuck a timeout later. */
+static void
+look (void *opaque)
+{
+  struct tconn *c = opaque;
+
+  if (!c->dead && c->src)
+    on_conn_event (c, 0);
+}
+
 static void
 conn_update (struct tconn *c)
 {
@@ -344,6 +358,7 @@ start_conn (struct target *t)
   }
   t->nr_conns++;
   conn_update (c);
+  loop_defer (t->loop, &c->first_look, look, c);
   return 0;
 }
 
@@ -447,6 +462,7 @@ target_free (struct target *t)
     loop_source_remove (t->watchdog);
   for (unsigned i = 0; i < t->nr_conns; i++) {
     uncork (&t->conns[i]);
+    loop_cancel_deferred (t->loop, &t->conns[i].first_look);
     loop_source_remove (t->conns[i].src);
     if (t->conns[i].h)
       nbd_close (t->conns[i].h);
