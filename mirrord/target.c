@@ -20,8 +20,6 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <linux/sockios.h>
 
 #include <libnbd.h>
@@ -42,9 +40,6 @@ struct tconn {
   uint64_t progress_ns;         /* when it last moved (or started) */
   int outq;                     /* bytes the kernel had yet to deliver */
   struct loop_deferred first_look;
-  int cork;                     /* -1 unknown, 0 not TCP, 1 TCP */
-  bool corked;
-  struct list cork_node;        /* corked: until the loop next waits */
 };
 
 struct target {
@@ -86,7 +81,6 @@ struct tcmd {
 };
 
 static void conn_update (struct tconn *c);
-static void uncork (struct tconn *c);
 
 /* --tls-psk, for every target (target_set_tls_psk). */
 static struct {
@@ -219,7 +213,6 @@ conn_dead (struct tconn *c)
   char buf[384];
 
   c->dead = true;
-  uncork (c);
   why = explain_tls_failure (c, why && *why ? why : "connection lost",
                              buf, sizeof buf);
   c->ready = false;
@@ -327,7 +320,6 @@ start_conn (struct target *t)
   int fd;
 
   c->t = t;
-  c->cork = -1;
   c->h = nbd_create ();
   if (c->h == NULL)
     return error_set (ENOMEM, "nbd_create: %s", nbd_get_error ());
@@ -461,7 +453,6 @@ target_free (struct target *t)
   if (t->watchdog)
     loop_source_remove (t->watchdog);
   for (unsigned i = 0; i < t->nr_conns; i++) {
-    uncork (&t->conns[i]);
     loop_cancel_deferred (t->loop, &t->conns[i].first_look);
     loop_source_remove (t->conns[i].src);
     if (t->conns[i].h)
@@ -489,63 +480,6 @@ target_connections (const struct target *t)
   for (unsigned i = 0; i < t->nr_conns; i++)
     n += t->conns[i].ready;
   return n;
-}
-
-/* ---- Corking ----
- *
- * libnbd sends each command as it is issued: a burst of forwarded
- * writes (the NBD server reads many guest requests in one go) became
- * one TCP segment each, and the peer woke up, read and submitted them
- * one at a time.  While a connection already has commands in flight,
- * new ones are sent corked (TCP_CORK), and the loop uncorks before it
- * waits: the burst leaves as few full segments.  A command on an idle
- * connection (a QD1 writer's) goes out at once. */
-
-static struct list corked = LIST_INIT (corked);
-static struct loop *cork_loop;
-
-static void
-uncork (struct tconn *c)
-{
-  int off = 0;
-
-  if (!c->corked)
-    return;
-  c->corked = false;
-  list_del (&c->cork_node);
-  (void) setsockopt (nbd_aio_get_fd (c->h), IPPROTO_TCP, TCP_CORK, &off, sizeof off);
-}
-
-static void
-uncork_all (void *opaque)
-{
-  while (!list_empty (&corked))
-    uncork (list_entry (corked.next, struct tconn, cork_node));
-}
-
-static void
-maybe_cork (struct tconn *c)
-{
-  int on = 1, fd, domain;
-  socklen_t len = sizeof domain;
-
-  if (c->corked || c->busy == 0 || c->cork == 0)
-    return;
-  fd = nbd_aio_get_fd (c->h);
-  if (c->cork == -1)
-    c->cork = fd >= 0 && getsockopt (fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0
-      && (domain == AF_INET || domain == AF_INET6);
-  if (!c->cork)
-    return;
-  if (cork_loop != c->t->loop) {
-    if (loop_add_prepare (c->t->loop, LOOP_PREPARE_OUTPUT, uncork_all, NULL) == -1)
-      return;
-    cork_loop = c->t->loop;
-  }
-  if (setsockopt (fd, IPPROTO_TCP, TCP_CORK, &on, sizeof on) == 0) {
-    c->corked = true;
-    list_add_tail (&corked, &c->cork_node);
-  }
 }
 
 /* ---- Commands ---- */
@@ -654,7 +588,6 @@ submit (struct tconn *c, struct tcmd *cmd, char kind, const void *buf,
   nbd_completion_callback cb = { .callback = cmd_callback, .user_data = cmd };
   int64_t r;
 
-  maybe_cork (c);
   switch (kind) {
   case 'w': r = nbd_aio_pwrite (c->h, buf, count, offset, cb, flags); break;
   case 'z': r = nbd_aio_zero (c->h, count, offset, cb, flags); break;
