@@ -44,7 +44,8 @@ option (uint8_t *p, uint32_t opt, const void *data, uint32_t len)
   p = put64 (p, NBD_IHAVEOPT);
   p = put32 (p, opt);
   p = put32 (p, len);
-  memcpy (p, data, len);
+  if (len)
+    memcpy (p, data, len);
   return p + len;
 }
 
