@@ -11,8 +11,10 @@
 #            The roles alternate.
 #   netsplit SOAK_PARTITIONS (5) times, between two network namespaces
 #            (TCP, TLS-PSK): nftables drops everything between them while
-#            a writer runs, then the partition heals; the secondary must
-#            hold every acknowledged write once resynced, images equal.
+#            a writer runs, then the partition heals, the writer still
+#            running; the secondary must hold every acknowledged write
+#            once resynced, images equal.  Every other cycle runs over a
+#            link slowed by tc tbf (40 Mbit/s).
 #   eio      SOAK_EIO (8) times: strace injects EIO into the primary's
 #            bitmap writes (pwrite64, fdatasync) or image writes
 #            (io_submit, pwritev2)
@@ -139,8 +141,23 @@ NFT
 }
 heal () { ip netns exec "$NB" nft delete table inet soak; }
 
+# Odd partition cycles also run over a slow link: tc's token bucket
+# (tbf; netem is not available) on b's side, both ways.
+slow_link () {
+  fast_link                     # a cycle that failed may have left one
+  ip netns exec "$NB" tc qdisc add dev "$VB" root tbf rate 40mbit burst 64kb latency 200ms \
+    && ip netns exec "$NA" tc qdisc add dev "$VA" root tbf rate 40mbit burst 64kb latency 200ms
+}
+fast_link () {
+  ip netns exec "$NB" tc qdisc del dev "$VB" root 2>/dev/null || :
+  ip netns exec "$NA" tc qdisc del dev "$VA" root 2>/dev/null || :
+}
+
 netsplit_cycle () {
   local i=$1 log=$TESTDIR/acked-split-$1 writer n
+  if (( i % 2 )); then
+    slow_link && bump split_slow || note "split $i: tc tbf unavailable"
+  fi
   "$PY" "$WRITER" write "$(uri c vm1)" "$log" $AREA "$(area_of "$i")" 0 \
     "$(gen0_of "$i")" >/dev/null 2>&1 &
   writer=$!
@@ -154,6 +171,7 @@ netsplit_cycle () {
   poll 60 pair_in_sync c || problem "split $i: no resync after healing: $(hfield c e)"
   kill $writer; wait $writer 2>/dev/null || :
   poll 60 pair_in_sync c || { problem "split $i: not in sync: $(hfield c e)"; return 1; }
+  fast_link
   verify d "$log" split || :
   compare c d split "$i"
   bump split_cycles
@@ -270,7 +288,8 @@ summary () {
   echo "  writes acknowledged: ${stat[kill_acked]:-0} (latest of ${stat[kill_blocks]:-0} blocks checked), lost: ${stat[kill_lost]:-0}"
   [ "$k" -eq 0 ] || echo "  failover (peer down noticed, promoted): mean $(( ${stat[failover_ms]:-0} / k )) ms;" \
     "resync: mean $(( ${stat[resync_ms]:-0} / k )) ms, $(( ${stat[resync_bytes]:-0} / k )) bytes"
-  echo "partitions:            ${stat[split_cycles]:-0} of $SOAK_PARTITIONS (images equal after ${stat[split_compared]:-0})"
+  echo "partitions:            ${stat[split_cycles]:-0} of $SOAK_PARTITIONS (images equal after ${stat[split_compared]:-0};" \
+    "${stat[split_slow]:-0} over a tbf-limited link)"
   echo "  writes acknowledged: ${stat[split_acked]:-0} (latest of ${stat[split_blocks]:-0} blocks checked), lost: ${stat[split_lost]:-0}"
   echo "EIO cycles:            ${stat[eio_cycles]:-0} of $SOAK_EIO (images equal after ${stat[eio_compared]:-0})"
   echo "  faults injected: ${stat[eio_injected]:-0}, writes failed: ${stat[eio_failed_writes]:-0}" \
