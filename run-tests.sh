@@ -29,15 +29,19 @@ run_suite () {
 run_suite build --enable-werror CFLAGS="-O2 -g"
 if [ "${1:-}" != quick ]; then
   run_suite build-asan --enable-werror --enable-sanitizers CFLAGS="-O1 -g"
-  # libFuzzer (clang): a bounded run of the qcow2 fuzz target and its
-  # corpus replay; the rest of the suite ran above.
+  # libFuzzer (clang): bounded runs of the fuzz targets (qcow2 60 s,
+  # NBD handshake, NBD transmission and bitmap 25 s each) and their
+  # corpus replays; the rest of the suite ran above.
   if command -v clang >/dev/null; then
     tests/setup.sh build build-fuzz CC=clang --enable-fuzz CFLAGS="-O1 -g"
     echo "==> make check (fuzz tests, in build-fuzz)"
     if ! make -C build-fuzz check \
-        TESTS="tests/test-qcow2-fuzz.sh tests/test-qcow2-fuzz-corpus.sh"; then
+        TESTS="tests/test-qcow2-fuzz.sh tests/test-qcow2-fuzz-corpus.sh
+               tests/test-fuzz-bounded.sh tests/test-fuzz-corpus.sh"; then
       status=1
-      for log in build-fuzz/tests/test-qcow2-fuzz*.log; do echo "---- $log"; tail -60 "$log"; done
+      for log in build-fuzz/tests/test-qcow2-fuzz*.log build-fuzz/tests/test-fuzz-*.log; do
+        echo "---- $log"; tail -60 "$log"
+      done
     fi
   fi
 fi

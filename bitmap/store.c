@@ -338,6 +338,10 @@ static void flush_clears (void *opaque);
 static void
 store_free (struct bitmap_store *s)
 {
+  /* A flush still queued would run on freed memory (its node is in the
+   * loop's list).  Nothing is lost: close wrote the exact bitmap. */
+  if (s->flush_queued)
+    loop_cancel_deferred (ioq_loop (s->ioq), &s->flush_later);
   if (s->fd >= 0)
     close (s->fd);
   loop_source_remove (s->clear_timer);

@@ -45,6 +45,8 @@ log_msg (int priority, const char *fmt, ...)
   char line[2048];
   va_list ap;
 
+  if (log_verbosity < 0)
+    return;
   va_start (ap, fmt);
   vsnprintf (line, sizeof line, fmt, ap);
   va_end (ap);

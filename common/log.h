@@ -7,7 +7,9 @@
 
 /* Logging: to stderr with a timestamp in the foreground, to syslog
  * (facility daemon) once daemonized.  Safe from any thread.
- * verbosity 0 logs up to LOG_INFO, 1 and more adds LOG_DEBUG. */
+ * verbosity 0 logs up to LOG_INFO, 1 and more adds LOG_DEBUG; a negative
+ * one logs nothing (the fuzz targets, which take error paths millions of
+ * times). */
 void log_init (const char *ident, bool use_syslog, int verbosity);
 bool log_debug_enabled (void);
 

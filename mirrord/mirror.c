@@ -1192,6 +1192,8 @@ target_has_it (void *opaque, int err)
   else
     throttle_or_done (b);
   retry_forwards (m);           /* forwards that waited for this one */
+  if (m->cancelling)
+    pump (m);                   /* the last one out lets a cancelled mirror go */
 }
 
 static void
@@ -1261,6 +1263,8 @@ fwd_flushed (void *opaque, int err)
   m->fwd_flushing = false;
   if (err)
     m->fwd_unflushed = true;
+  if (m->cancelling)
+    pump (m);                   /* the last one out lets a cancelled mirror go */
 }
 
 static void

@@ -38,6 +38,7 @@ conn_unref (struct conn *c)
   free (c->meta_export);
   free (c->in);
   free (c);
+  server_conn_freed ();
 }
 
 static void

@@ -142,6 +142,8 @@ struct conn {
   uint16_t eflags;              /* transmission flags sent */
   unsigned in_flight;
   uint64_t in_flight_bytes;
+  uint64_t io_error_logged_ns;  /* disk errors: the last one logged */
+  unsigned io_errors_unlogged;  /* and how many since went unlogged */
 };
 
 /* conn.c */

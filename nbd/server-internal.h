@@ -12,6 +12,8 @@ void server_mark_flush (struct conn *c);
 void server_kick (struct conn *c);
 /* C closed: drop it from the server's lists. */
 void server_forget (struct conn *c);
+/* C's memory was freed (its last reference went). */
+void server_conn_freed (void);
 
 void conn_flush (struct conn *c);
 void conn_on_events (void *opaque, uint32_t events);

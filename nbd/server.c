@@ -39,6 +39,7 @@ static struct {
   struct list conns;
   struct list flush;
   unsigned nr_conns;
+  unsigned nr_alive;            /* allocated, closed ones included */
   struct loop_source *tick;
   struct loop_deferred kick;
   bool kick_all;
@@ -116,6 +117,18 @@ server_connection_count (void)
   return srv.nr_conns;
 }
 
+void
+server_conn_freed (void)
+{
+  srv.nr_alive--;
+}
+
+unsigned
+server_connections_alive (void)
+{
+  return srv.nr_alive;
+}
+
 static void
 handshake_timeouts (void *opaque)
 {
@@ -152,7 +165,8 @@ peer_name (int fd, bool is_unix, char *buf, size_t len)
   socklen_t sl = sizeof ss;
   char host[INET6_ADDRSTRLEN] = "?";
 
-  if (is_unix || getpeername (fd, (struct sockaddr *) &ss, &sl) == -1) {
+  if (is_unix || getpeername (fd, (struct sockaddr *) &ss, &sl) == -1
+      || (ss.ss_family != AF_INET && ss.ss_family != AF_INET6)) {
     snprintf (buf, len, "unix:%d", fd);
     return;
   }
@@ -199,8 +213,8 @@ tune_socket (int fd, bool is_unix)
     setsockopt (fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 }
 
-static void
-new_conn (int fd, bool is_unix)
+void
+server_add_connection (int fd, bool is_unix)
 {
   struct conn *c = calloc (1, sizeof *c);
 
@@ -233,6 +247,7 @@ new_conn (int fd, bool is_unix)
   }
   list_add_tail (&srv.conns, &c->node);
   srv.nr_conns++;
+  srv.nr_alive++;
   log_debug ("%s: new connection", c->peer);
   send_greeting (c);
 }
@@ -273,7 +288,7 @@ on_accept (void *opaque, uint32_t events)
       close (fd);
       continue;
     }
-    new_conn (fd, l->is_unix);
+    server_add_connection (fd, l->is_unix);
   }
 }
 

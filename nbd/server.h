@@ -35,6 +35,13 @@ void server_stop_listening (void);
 /* Asks every connection to finish in-flight requests and close. */
 void server_shutdown_connections (void);
 unsigned server_connection_count (void);
+/* Serves FD, a connected stream socket, as if a listener had accepted
+ * it (a unix-socket listener if IS_UNIX); takes FD.  The fuzz targets
+ * drive the server through one end of a socketpair. */
+void server_add_connection (int fd, bool is_unix);
+/* Connections not yet freed: a closed one lives until its last request
+ * completes. */
+unsigned server_connections_alive (void);
 void server_free (void);
 
 #endif

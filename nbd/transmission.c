@@ -187,6 +187,37 @@ read_reply (struct conn *c, struct request *req)
     data_chunk (c, req, run, end - run, run_hole, true);
 }
 
+/* A disk that fails (EIO, or ENOSPC: full) is the operator's concern,
+ * not only the client's: it is logged as an error, at most once a
+ * second per connection (a dying disk fails every request), with the
+ * count of those not logged since.  Other errors are the request's own
+ * (out of range, read-only, shutting down): debug only. */
+#define IO_ERROR_LOG_INTERVAL_NS 1000000000ull
+
+static void
+log_request_error (struct conn *c, const struct request *req, int err)
+{
+  uint64_t now;
+
+  if (err != EIO && err != ENOSPC) {
+    log_debug ("%s: %s at %llu+%u failed: %s", c->peer,
+               proto_cmd_name (req->type), (unsigned long long) req->offset,
+               req->count, strerror (err));
+    return;
+  }
+  now = loop_now_ns ();
+  if (c->io_error_logged_ns && now - c->io_error_logged_ns < IO_ERROR_LOG_INTERVAL_NS) {
+    c->io_errors_unlogged++;
+    return;
+  }
+  log_err ("%s: export %s: %s at %llu+%u failed: %s (%u more since the last "
+           "report)", c->peer, c->exp->spec.name, proto_cmd_name (req->type),
+           (unsigned long long) req->offset, req->count, strerror (err),
+           c->io_errors_unlogged);
+  c->io_error_logged_ns = now;
+  c->io_errors_unlogged = 0;
+}
+
 static void
 request_done (struct image_io *io, int err)
 {
@@ -197,12 +228,10 @@ request_done (struct image_io *io, int err)
     conn_request_put (req);
     return;
   }
-  if (err)
-    log_debug ("%s: %s at %llu+%u failed: %s", c->peer,
-               proto_cmd_name (req->type), (unsigned long long) req->offset,
-               req->count, strerror (err));
-  if (err)
+  if (err) {
+    log_request_error (c, req, err);
     transmission_error_reply (c, req, req->cookie, err);
+  }
   else if (req->type == NBD_CMD_READ)
     read_reply (c, req);
   else

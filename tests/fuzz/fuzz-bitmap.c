@@ -1,0 +1,330 @@
+/* SPDX-License-Identifier: MIT */
+/* libFuzzer target for the persistent dirty-bitmap file
+ * (bitmap/store.c, docs/bitmap-format.md).
+ *
+ * An input is a bitmap file followed by CONTROL_LEN control bytes:
+ *   byte 0   bits 0-2: the geometry the store is opened with — one of
+ *            GEOMS, or (5-7) the image size and granularity the file's
+ *            first header slot claims, when sane; bit 3: strict mode
+ *   1-6      three writes (offset, length) through begin/end_write
+ *   7        a clear from that 256th of the disk to the end (0: none)
+ * The file is written to a private tmpfs directory and opened.
+ *
+ * What must hold, whatever the file holds:
+ *   - a non-strict open never fails (only strict mode may refuse);
+ *   - never silently clean: without a valid header for this geometry,
+ *     every granule is dirty after opening;
+ *   - each write's range is dirty after it ends;
+ *   - close succeeds, and the file it leaves opens in strict mode with
+ *     exactly the bits the store had (the clean-close round trip).
+ * A failure aborts.  The harness reads the header itself (crc and
+ * magic), independently of store.c, for the second check.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "bitmap/format.h"
+#include "bitmap/hbitmap.h"
+#include "bitmap/store.h"
+#include "common/bufpool.h"
+#include "common/error.h"
+#include "common/ioq.h"
+#include "common/log.h"
+#include "common/loop.h"
+#include "fuzz.h"
+
+#define CONTROL_LEN 8
+#define MAX_FILE (1u << 20)
+#define MAX_BITS (1u << 20)     /* bounds the work per input */
+#define NR_WRITES 3
+
+static const struct geom {
+  uint64_t size;
+  uint32_t granularity;
+} GEOMS[] = {
+  { 1u << 20, 4096 },                   /* 256 bits: one block, mostly unused */
+  { 1ull << 30, 65536 },                /* 16384 bits */
+  { 3ull << 30, 65536 },                /* 49152 bits: the 2nd block partial */
+  { (100u << 20) + 512, 65536 },        /* the last granule partial */
+  { 1ull << 30, 32768 },                /* 32768 bits: 64 in the 2nd block */
+};
+#define NR_GEOMS (sizeof GEOMS / sizeof GEOMS[0])
+
+static struct loop *loop;
+static struct ioq *ioq;
+static char dir[64], path[96];
+static unsigned opened, refused, trusted;
+
+static void
+fail (const char *what)
+{
+  fprintf (stderr, "fuzz-bitmap: %s (%s)\n", what, error_get ());
+  abort ();
+}
+
+static void
+cleanup (void)
+{
+  unlink (path);
+  rmdir (dir);
+}
+
+int
+LLVMFuzzerInitialize (int *argc, char ***argv)
+{
+  log_init ("fuzz-bitmap", false, FUZZ_LOG_VERBOSITY);
+  snprintf (dir, sizeof dir, "%s/mirrord-fuzz-bitmap-XXXXXX",
+            access ("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp");
+  if (mkdtemp (dir) == NULL) {
+    perror (dir);
+    abort ();
+  }
+  snprintf (path, sizeof path, "%s/e.bitmap", dir);
+  atexit (cleanup);
+  loop = loop_new ();
+  ioq = loop ? ioq_new (loop, 16, 1) : NULL;
+  if (ioq == NULL)
+    fail ("setup");
+  return 0;
+}
+
+static bool
+sane (uint64_t size, uint32_t g)
+{
+  return size > 0 && g >= 4096 && g <= (64u << 20) && (g & (g - 1)) == 0
+    && (size + g - 1) / g <= MAX_BITS;
+}
+
+static struct geom
+pick_geometry (const uint8_t *file, size_t len, uint8_t c)
+{
+  const struct bitmap_header_disk *hd = (const void *) file;
+  unsigned k = c & 7;
+
+  if (k >= NR_GEOMS && len >= sizeof *hd
+      && sane (be64_get (hd->image_size), be32_get (hd->granularity)))
+    return (struct geom) { be64_get (hd->image_size), be32_get (hd->granularity) };
+  return GEOMS[k % NR_GEOMS];
+}
+
+/* The valid header slot with the higher sequence (docs/bitmap-format.md),
+ * or NULL. */
+static const struct bitmap_header_disk *
+best_header (const uint8_t *file, size_t len)
+{
+  const struct bitmap_header_disk *best = NULL;
+
+  for (unsigned i = 0; i < BITMAP_HEADER_SLOTS; i++) {
+    const struct bitmap_header_disk *hd = (const void *) (file + i * BITMAP_BLOCK);
+    if (len < (i + 1) * BITMAP_BLOCK || memcmp (hd->magic, BITMAP_MAGIC, 8) != 0
+        || be32_get (hd->version) != BITMAP_VERSION
+        || be32_get (hd->crc) != (uint32_t) crc32 (0, (const void *) hd, BITMAP_BLOCK - 4))
+      continue;
+    if (best == NULL || be64_get (hd->sequence) > be64_get (best->sequence))
+      best = hd;
+  }
+  return best;
+}
+
+static bool
+header_fits (const struct bitmap_header_disk *hd, struct geom g)
+{
+  uint64_t bits = (g.size + g.granularity - 1) / g.granularity;
+  uint32_t blocks = (uint32_t) ((bits + BITMAP_BITS_PER_BLOCK - 1) / BITMAP_BITS_PER_BLOCK);
+
+  return hd && be64_get (hd->image_size) == g.size
+    && be32_get (hd->granularity) == g.granularity
+    && be64_get (hd->nr_bits) == bits
+    && be32_get (hd->nr_blocks) == (blocks ? blocks : 1)
+    && be32_get (hd->words_per_block) == BITMAP_WORDS_PER_BLOCK;
+}
+
+static struct bitmap_store *
+open_store (struct geom g, bool strict)
+{
+  struct bitmap_store_opts o = {
+    .path = path, .image_path = "/fuzz/disk.img", .size = g.size,
+    .granularity = g.granularity, .strict = strict,
+  };
+  return bitmap_store_open (&o, ioq);
+}
+
+static void
+write_file (const uint8_t *data, size_t len)
+{
+  int fd = open (path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+
+  if (fd == -1 || (len && write (fd, data, len) != (ssize_t) len)) {
+    perror (path);
+    abort ();
+  }
+  close (fd);
+}
+
+/* ---- Writes through the store ---- */
+
+struct write {
+  struct bitmap_intent in;
+  uint64_t offset, length;
+  bool ready;
+  int err;
+};
+
+static unsigned waiting;
+
+static void
+on_ready (struct bitmap_intent *in, int err)
+{
+  struct write *w = in->opaque;
+
+  w->ready = true;
+  w->err = err;
+  if (--waiting == 0)
+    loop_stop (loop);
+}
+
+/* Three writes in flight together, as the export layer has them, each
+ * ended once the file records it; odd ones end clean (mirrored). */
+static void
+do_writes (struct bitmap_store *s, struct geom g, const uint8_t *c, bool abandon)
+{
+  struct write w[NR_WRITES];
+  struct dirty_bitmap *live = bitmap_store_live (s);
+
+  memset (w, 0, sizeof w);
+  for (int i = 0; i < NR_WRITES; i++) {
+    w[i].offset = g.size / 256 * c[2 * i];
+    w[i].length = (uint64_t) (c[2 * i + 1] + 1) * (g.granularity / 2);
+    if (w[i].length > g.size - w[i].offset)
+      w[i].length = g.size - w[i].offset;
+    w[i].in.ready = on_ready;
+    w[i].in.opaque = &w[i];
+    waiting++;
+    if (bitmap_store_begin_write (s, &w[i].in, w[i].offset, w[i].length) == 1) {
+      w[i].ready = true;
+      waiting--;
+    }
+  }
+  if (waiting && !abandon && loop_run (loop) == -1)
+    fail ("loop");
+  waiting = 0;
+  for (int i = 0; i < NR_WRITES; i++) {
+    if (!abandon && (!w[i].ready || w[i].err))
+      fail ("a write intent was not recorded");
+    if (i % 2)
+      bitmap_store_end_write_clean (s, &w[i].in);
+    else {
+      bitmap_store_end_write (s, &w[i].in);
+      if (w[i].length && !dirty_bitmap_is_dirty (live, w[i].offset, w[i].length))
+        fail ("a written range is clean");
+    }
+  }
+}
+
+/* Runs what the loop has deferred (a queued flush, say) and stops:
+ * whatever the store left behind runs within this input. */
+static void
+stop_loop (void *opaque)
+{
+  loop_stop (loop);
+}
+
+static void
+settle (void)
+{
+  struct loop_deferred d = { 0 };
+
+  loop_defer (loop, &d, stop_loop, NULL);
+  if (loop_run (loop) == -1)
+    fail ("loop");
+}
+
+/* ---- The round trip ---- */
+
+static uint64_t *
+snapshot (struct bitmap_store *s, uint64_t *nwords)
+{
+  struct hbitmap *hb = dirty_bitmap_bits (bitmap_store_live (s));
+  uint64_t *w;
+
+  *nwords = hbitmap_word_count (hb);
+  w = calloc (*nwords ? *nwords : 1, sizeof *w);
+  if (w == NULL)
+    abort ();
+  hbitmap_serialize (hb, 0, *nwords, w);
+  return w;
+}
+
+static void
+close_reopen (struct bitmap_store *s, struct geom g)
+{
+  uint64_t n1, n2, *before = snapshot (s, &n1), *after;
+
+  if (bitmap_store_close (s) == -1)
+    fail ("close failed");
+  settle ();
+  s = open_store (g, true);
+  if (s == NULL)
+    fail ("the file close wrote is refused in strict mode");
+  after = snapshot (s, &n2);
+  if (n1 != n2 || memcmp (before, after, n1 * sizeof *before) != 0)
+    fail ("the bits changed across a clean close");
+  if (bitmap_store_close (s) == -1)
+    fail ("second close failed");
+  settle ();
+  free (before);
+  free (after);
+}
+
+int
+LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
+{
+  uint8_t c[CONTROL_LEN] = { 0 };
+  size_t flen = size > CONTROL_LEN ? size - CONTROL_LEN : 0;
+  struct bitmap_store *s;
+  struct geom g;
+  bool strict;
+
+  if (flen > MAX_FILE)
+    return -1;
+  memcpy (c, data + flen, size - flen);
+  g = pick_geometry (data, flen, c[0]);
+  strict = c[0] & 8;
+  write_file (data, flen);
+  s = open_store (g, strict);
+  if (s == NULL) {
+    if (!strict)
+      fail ("a non-strict open failed");
+    refused++;
+    return 0;
+  }
+  opened++;
+  if (header_fits (best_header (data, flen), g))
+    trusted++;
+  else if (hbitmap_count (dirty_bitmap_bits (bitmap_store_live (s)))
+           != hbitmap_size (dirty_bitmap_bits (bitmap_store_live (s))))
+    fail ("a file without a fitting header left clean bits");
+  do_writes (s, g, c + 1, c[0] & 16);
+  if (c[7])
+    bitmap_store_clear (s, g.size / 256 * c[7], 0);
+  close_reopen (s, g);
+  return 0;
+}
+
+int
+fuzz_replay_finish (unsigned inputs)
+{
+  ioq_free (ioq);
+  loop_free (loop);
+  bufpool_drain ();
+  printf ("replayed %u inputs: %u opened (%u with a fitting header), %u refused\n",
+          inputs, opened, trusted, refused);
+  return 0;
+}

@@ -1,0 +1,88 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+# Regenerates the seed corpus of fuzz-bitmap (corpus-bitmap/): bitmap
+# files written from docs/bitmap-format.md (not by store.c, so the
+# seeds also check the two agree), each followed by the target's eight
+# control bytes (fuzz-bitmap.c).
+#   tests/fuzz/make-corpus-bitmap.py [DIR]
+import os
+import struct
+import sys
+import zlib
+
+BLOCK, WORDS = 4096, 511
+BITS = 64 * WORDS
+CLEAN = 1
+
+
+def sealed(body):
+    body = body.ljust(BLOCK - 4, b"\0")
+    return body + struct.pack(">I", zlib.crc32(body))
+
+
+def header(seq, size, gran, flags=0, path=b"/img/disk.img"):
+    bits = (size + gran - 1) // gran
+    blocks = max(1, (bits + BITS - 1) // BITS)
+    h = b"MRDBITMP" + struct.pack(">IIQQIIQII", 1, BLOCK, seq, size, gran, flags,
+                                  bits, blocks, WORDS)
+    h += struct.pack(">QQ4QII", 7, 7, 0, 0, 0, 0, 0, 0)
+    h += struct.pack(">I", len(path)) + path.ljust(1024, b"\0")
+    return sealed(h)
+
+
+def block(index, set_bits=(), crc_ok=True, stated_index=None):
+    words = [0] * WORDS
+    for b in set_bits:
+        words[b // 64] |= 1 << (b % 64)
+    body = struct.pack("<%dQ" % WORDS, *words)
+    body += struct.pack(">I", index if stated_index is None else stated_index)
+    blk = sealed(body)
+    return blk if crc_ok else blk[:-1] + bytes([blk[-1] ^ 0xff])
+
+
+def control(geom, strict=False, writes=(0, 0, 128, 3, 255, 255), clear=0):
+    return bytes([geom | (8 if strict else 0), *writes, clear])
+
+
+MiB, GiB = 1 << 20, 1 << 30
+SEEDS = {
+    # geometry 0: 1 MiB at 4 KiB, closed cleanly, both slots valid.
+    "clean-1m": header(1, MiB, 4096, CLEAN) + header(2, MiB, 4096, CLEAN)
+    + block(0, (0, 1, 2, 200)) + control(0),
+    # geometry 1: 1 GiB at 64 KiB, not closed cleanly.
+    "unclean-1g": header(5, GiB, 65536) + bytes(BLOCK) + block(0, range(100, 300))
+    + control(1, clear=128),
+    # geometry 2: two data blocks, the second partial.
+    "two-blocks-3g": header(2, 3 * GiB, 65536, CLEAN) + bytes(BLOCK)
+    + block(0, (5,)) + block(1, (40000 - BITS, 49151 - BITS)) + control(2),
+    # geometry 3: an odd image size.
+    "odd-size": header(1, 100 * MiB + 512, 65536, CLEAN) + bytes(BLOCK)
+    + block(0, (0, 1600)) + control(3, writes=(255, 255, 0, 0, 10, 1)),
+    # geometry from the header (5): 256 MiB at 4 KiB, a corrupt block.
+    "header-geometry-corrupt-block": header(3, 256 * MiB, 4096) + bytes(BLOCK)
+    + block(0, (1,)) + block(1, (2,), crc_ok=False) + block(2, (3,)) + control(5),
+    # A block whose index says it belongs elsewhere.
+    "misplaced-block": header(1, GiB, 65536) + bytes(BLOCK)
+    + block(0, (9,), stated_index=1) + control(1),
+    # Made for another geometry: the whole disk must come back dirty.
+    "mismatched-geometry": header(1, GiB, 65536, CLEAN) + bytes(BLOCK)
+    + block(0) + control(0),
+    # A torn header write: slot 1 is newer but its crc fails.
+    "torn-header": header(4, MiB, 4096, CLEAN)
+    + header(5, MiB, 4096, CLEAN)[:-2] + b"\0\0" + block(0, (7,)) + control(0),
+    # Strict mode: a good file opens, a bad one is refused.
+    "strict-good": header(1, GiB, 32768, CLEAN) + bytes(BLOCK)
+    + block(0, (1, 32703)) + block(1, (63,)) + control(4, strict=True),
+    "strict-corrupt": header(1, MiB, 4096) + bytes(BLOCK)
+    + block(0, (1,), crc_ok=False) + control(0, strict=True),
+    "empty-file": control(1),
+    "not-a-bitmap": bytes(range(256)) * 40 + control(0),
+}
+
+
+here = sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(os.path.abspath(__file__))
+d = os.path.join(here, "corpus-bitmap")
+os.makedirs(d, exist_ok=True)
+for name, data in SEEDS.items():
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(data)
