@@ -6,7 +6,7 @@
 # the guest doing real I/O through mirrord under qemu-system-x86_64:
 #
 #   ./demo.sh            failover: a primary and a secondary in sync
-#                        mode; the primary is killed with kill -9 under
+#                        mode (TLS-PSK over TCP); the primary is killed with kill -9 under
 #                        a writing guest, the secondary promoted, a
 #                        guest on it verifies every acknowledged write;
 #                        new writes there; the old primary returns and
@@ -64,6 +64,10 @@ poll () {
 }
 
 ctl () { local n=$1; shift; mirrorctl -s "$n.ctl" "$@"; }
+# A TCP port free on 127.0.0.1 just now.
+free_port () {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
 # field NAME PYEXPR: a field of vm1's status (e = the export).
 field () {
   ctl "$1" --json status vm1 | python3 -c "import json,sys; e=json.load(sys.stdin)['exports'][0]; print($2)"
@@ -120,6 +124,11 @@ JOB="$SEED mirrord.count=256"
 
 failover () {
   step "1. Two mirrord daemons on this machine: a (primary) and b (secondary), sync mode"
+  # As on two hosts: the pair talks NBD over TCP with TLS-PSK (one key
+  # file for both), the guest uses its host's unix socket.
+  psktool -u pair -p keys.psk >/dev/null
+  declare -A port=([a]=$(free_port) [b]=$(free_port))
+  [ "${port[a]}" != "${port[b]}" ] || port[b]=$(free_port)
   truncate -s $SIZE "$work/a.img" "$work/b.img"
   # Some data already on a's disk (16 MiB at 128 MiB, past the guests'
   # blocks), so the first sync has something to copy besides holes.
@@ -131,13 +140,15 @@ failover () {
     cat > "$work/$n.conf" <<CONF
 [mirrord]
 nbd-socket = $work/$n.nbd
+nbd-listen = 127.0.0.1:${port[$n]}
+tls-psk = $work/keys.psk
 control = $work/$n.ctl
 state-dir = $work/$n.state
 
 [export vm1]
 path = $work/$n.img
 role = $role
-peer = nbd+unix:///vm1?socket=$work/$other.nbd
+peer = nbds://pair@127.0.0.1:${port[$other]}/vm1
 mode = sync
 peer-timeout = 1
 CONF
@@ -203,11 +214,13 @@ CONF
   daemon a
   a_resynced () { [ "$(field a 'e["role"] + "/" + e["disk"]')" = secondary/uptodate ] && in_sync; }
   poll 60 a_resynced || die "a did not resync: $(ctl a status vm1)"
-  local t_resync=$(( $(now_ms) - t0 )) moved
+  local t_resync=$(( $(now_ms) - t0 )) moved sent
   grep -h "newer generation" "$work/a.log" | tail -1
   moved=$(field b 'e["mirror"]["total_bytes"]')
+  sent=$(field a 'e["bytes_written"]')       # a's counters start at its restart
   show mirrorctl -s a.ctl status vm1
-  echo "resync: $(mib "$moved") of $SIZE in $(secs $t_resync) (a's and b's dirty regions since they diverged)"
+  echo "resync: $(mib "$moved") of $SIZE in $(secs $t_resync): the granules dirty on a or b since they diverged;"
+  echo "  $(mib "$sent") of it data (the rest of those granules is holes, sent as zeroes)"
   show mirrorctl -s b.ctl verify vm1
 
   step "8. Shut down (SIGTERM) and compare the images"
@@ -223,7 +236,7 @@ CONF
     "acknowledged writes lost" "0" \
     "kill -9 -> b promoted" "$(secs $t_prom)" \
     "kill -9 -> verified on b" "$(secs $t_service) (guest boot included)" \
-    "failback resync" "$(mib "$moved") of $SIZE in $(secs $t_resync)"
+    "failback resync" "$(mib "$moved") of $SIZE in $(secs $t_resync), $(mib "$sent") of data"
 }
 
 migrate () {
