@@ -165,7 +165,7 @@ CONF
   local sync_total sync_data
   sync_total=$(field a 'e["mirror"]["total_bytes"]')
   sync_data=$(field b 'e["bytes_written"]')
-  echo "initial sync: $(mib "$sync_total") in $(secs $t_sync); data sent $(mib "$sync_data") (holes go as zeroes, not data)"
+  echo "initial sync: $(mib "$sync_total") in $(secs $t_sync); data sent $(mib "$sync_data") (holes are not sent as data)"
 
   step "2. A guest boots on a and keeps writing (each block reported only after O_DIRECT + fsync)"
   guest w1 "$work/a.nbd" "mirrord.mode=writeloop $JOB"
@@ -220,7 +220,7 @@ CONF
   sent=$(field a 'e["bytes_written"]')       # a's counters start at its restart
   show mirrorctl -s a.ctl status vm1
   echo "resync: $(mib "$moved") of $SIZE in $(secs $t_resync): the granules dirty on a or b since they diverged;"
-  echo "  $(mib "$sent") of it data (the rest of those granules is holes, sent as zeroes)"
+  echo "  $(mib "$sent") of it data (the rest of those granules reads as zeroes: no data sent for it)"
   show mirrorctl -s b.ctl verify vm1
 
   step "8. Shut down (SIGTERM) and compare the images"
