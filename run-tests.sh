@@ -30,7 +30,8 @@ run_suite () {
 run_suite build --enable-werror CFLAGS="-O2 -g"
 if [ "${1:-}" != quick ]; then
   # The end-to-end tests (a TCG guest, tests/e2e-tests.am) ran in the
-  # plain build; under ASan they would add minutes, not coverage.
+  # plain build; under ASan they would spend the guests' minutes again
+  # on daemon paths the block-level tests already run there.
   MIRRORD_SKIP_E2E=1 run_suite build-asan --enable-werror --enable-sanitizers CFLAGS="-O1 -g"
   # libFuzzer (clang): a bounded run of the qcow2 fuzz target and its
   # corpus replay; the rest of the suite ran above.

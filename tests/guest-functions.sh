@@ -21,7 +21,8 @@
 # The guest's job is on its kernel command line (tests/guest/init):
 # mirrord.mode=write|writeloop|verify mirrord.seed= mirrord.count= ...
 # Set MIRRORD_SKIP_E2E=1 to skip these tests (run-tests.sh does for the
-# sanitizer build: a TCG guest there adds minutes and no coverage).
+# sanitizer build: the guests' TCG minutes again, for daemon paths the
+# block-level tests already run under ASan).
 
 : "${GUEST_DIR:=$top_builddir/tests/guest}"
 QEMU_SYSTEM=${QEMU_SYSTEM:-qemu-system-x86_64}
