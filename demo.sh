@@ -103,7 +103,12 @@ guest () {
   echo "guest $name: qemu-system-x86_64 -accel tcg -kernel vmlinuz -initrd initrd.img"
   echo "  -append '... $args' -blockdev driver=nbd,server.path=${sock#$work/},export=vm1$opts"
 }
-lines () { tr -d '\r' < "$work/$1.console" | grep "^E2E $2\b" || :; }
+# A last line without its newline was cut short by a kill: not counted.
+lines () {
+  local f=$work/$1.console
+  if [ -n "$(tail -c 1 "$f")" ]; then sed '$d' "$f"; else cat "$f"; fi \
+    | tr -d '\r' | grep "^E2E $2\b" || :
+}
 acks () { lines "$1" ACK | wc -l; }
 acked_at_least () { [ "$(acks "$1")" -ge "$2" ]; }
 gone () { ! kill -0 "${pids[$1]}" 2>/dev/null; }

@@ -7,7 +7,7 @@
 # stopped may have landed without its ACK line); no block may be bad.
 # Prints the figures; exits 1 if a write was lost or a block is bad.
 FNR == NR {
-  if ($2 == "ACK") {
+  if ($2 == "ACK" && $3 ~ /^blk=[0-9]+$/ && $4 ~ /^gen=[0-9]+$/) {
     split($3, kb, "="); split($4, kg, "=")
     if (!(kb[2] in acked) || kg[2] + 0 > acked[kb[2]])
       acked[kb[2]] = kg[2] + 0
