@@ -15,7 +15,8 @@
 #                        while the guest keeps writing; the guest then
 #                        boots on the target and verifies its data
 #
-# Every wait polls with a timeout; everything started is stopped at exit.
+# Every wait polls with a timeout; everything started is stopped at exit,
+# and the work directory removed (kept with MIRRORD_DEMO_KEEP=1).
 set -euo pipefail
 srcdir=$(cd "$(dirname "$0")" && pwd)
 cd "$srcdir"
@@ -40,7 +41,11 @@ cleanup () {
     kill -9 "${pids[$name]}" 2>/dev/null || :
     wait "${pids[$name]}" 2>/dev/null || :
   done
-  rm -rf "$work"
+  if [ -n "${MIRRORD_DEMO_KEEP:-}" ]; then
+    echo "kept $work (daemons' logs, guests' consoles)"
+  else
+    rm -rf "$work"
+  fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -165,7 +170,7 @@ CONF
   daemon b
   daemon a
   in_sync () { [ "$(field a 'e["peer"]["connected"] and e["disk"] == "uptodate" and e["peer"]["disk"] == "uptodate" and e["peer"]["generation"]["current"] == e["generation"]["current"]')" = True ]; }
-  poll 60 in_sync || die "the pair did not get in sync: $(ctl a status vm1)"
+  poll 120 in_sync || die "the pair did not get in sync: $(ctl a status vm1)"
   t_sync=$(( $(now_ms) - t0 ))
   local sync_total sync_data
   sync_total=$(field a 'e["mirror"]["total_bytes"]')
@@ -218,7 +223,10 @@ CONF
   t0=$(now_ms)
   daemon a
   a_resynced () { [ "$(field a 'e["role"] + "/" + e["disk"]')" = secondary/uptodate ] && in_sync; }
-  poll 60 a_resynced || die "a did not resync: $(ctl a status vm1)"
+  # Generous: over TLS the peer link sometimes flaps for a while right
+  # after a's restart (heartbeats and the bitmap fetch time out and are
+  # retried), which can stretch this from well under a second to tens.
+  poll 180 a_resynced || die "a did not resync: $(ctl a status vm1)"
   local t_resync=$(( $(now_ms) - t0 )) moved sent
   grep -h "newer generation" "$work/a.log" | tail -1
   moved=$(field b 'e["mirror"]["total_bytes"]')
