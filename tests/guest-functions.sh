@@ -1,0 +1,92 @@
+# SPDX-License-Identifier: MIT
+# Helpers for the end-to-end tests: a real guest kernel (tests/guest/)
+# under qemu-system-x86_64 (TCG), its disk an NBD export.
+#
+#   guest_requires         skip (77) without qemu-system or a guest;
+#                          builds the guest (cached) into $GUEST_DIR
+#   start_guest NAME SOCKET EXPORT KERNEL-ARGS [DRIVE-OPTS]
+#                          boot it in the background; its console goes to
+#                          $TESTDIR/NAME.console; stopped at exit
+#   guest_lines NAME WORD  the console's "E2E WORD ..." lines, without CR
+#   guest_acks NAME        how many writes it acknowledged
+#   wait_guest NAME TIMEOUT
+#                          wait until it powered off; fail unless it said
+#                          "E2E DONE status=ok"
+#   kill_guest NAME        kill -9 (the host died, or the VM is dropped)
+#   check_acked ACKER VERIFIER
+#                          every write ACKER acknowledged is on the disk
+#                          VERIFIER read (its gen or a newer one), and no
+#                          block is torn or foreign; prints the figures
+#
+# The guest's job is on its kernel command line (tests/guest/init):
+# mirrord.mode=write|writeloop|verify mirrord.seed= mirrord.count= ...
+# Set MIRRORD_SKIP_E2E=1 to skip these tests (run-tests.sh does for the
+# sanitizer build: the guests' TCG minutes again, for daemon paths the
+# block-level tests already run under ASan).
+
+: "${GUEST_DIR:=$top_builddir/tests/guest}"
+QEMU_SYSTEM=${QEMU_SYSTEM:-qemu-system-x86_64}
+declare -A _guest_pid
+
+guest_requires () {
+  if [ -n "${MIRRORD_SKIP_E2E:-}" ]; then
+    echo "$0: test skipped: MIRRORD_SKIP_E2E is set"; exit 77
+  fi
+  requires "$QEMU_SYSTEM" --version
+  "$top_srcdir/tests/guest/build-guest.sh" "$GUEST_DIR" \
+    || { echo "$0: test skipped: no test guest (see above)"; exit 77; }
+}
+
+start_guest () {
+  local name=$1 sock=$2 export=$3 args=$4 opts=${5:-}
+  : > "$TESTDIR/$name.console"
+  # -nodefaults: no VGA, NIC or floppy to probe, so it boots faster.
+  "$QEMU_SYSTEM" -accel tcg -nodefaults -no-user-config -display none \
+    -no-reboot -m 256 -serial "file:$TESTDIR/$name.console" \
+    -kernel "$GUEST_DIR/vmlinuz" -initrd "$GUEST_DIR/initrd.img" \
+    -append "console=ttyS0 quiet panic=-1 $args" \
+    -blockdev "driver=nbd,node-name=d0,server.type=unix,server.path=$sock,export=$export$opts" \
+    -device virtio-blk-pci,drive=d0 \
+    </dev/null >"$TESTDIR/$name.qemu.log" 2>&1 &
+  _guest_pid[$name]=$!
+  cleanup_fn "kill_guest $name"
+}
+
+# A last line without its newline was cut short (the guest was killed
+# while printing it): it is not counted.
+guest_lines () {
+  local f=$TESTDIR/$1.console
+  if [ -n "$(tail -c 1 "$f")" ]; then sed '$d' "$f"; else cat "$f"; fi \
+    | tr -d '\r' | grep "^E2E $2\b" || :
+}
+guest_acks () { guest_lines "$1" ACK | wc -l; }
+_guest_acked_at_least () { [ "$(guest_acks "$1")" -ge "$2" ]; }
+_guest_gone () { ! kill -0 "${_guest_pid[$1]}" 2>/dev/null; }
+
+wait_guest () {
+  local name=$1 timeout=$2
+  if ! poll "$timeout" _guest_gone "$name"; then
+    tail -20 "$TESTDIR/$name.console" >&2
+    fail "guest $name did not power off within ${timeout}s"
+  fi
+  wait "${_guest_pid[$name]}" 2>/dev/null || :
+  _guest_pid[$name]=
+  if ! guest_lines "$name" DONE | grep -q 'status=ok'; then
+    tail -20 "$TESTDIR/$name.console" "$TESTDIR/$name.qemu.log" >&2
+    fail "guest $name did not finish its job"
+  fi
+}
+
+kill_guest () {
+  local pid=${_guest_pid[$1]:-}
+  [ -n "$pid" ] || return 0
+  kill -9 "$pid" 2>/dev/null || :
+  wait "$pid" 2>/dev/null || :
+  _guest_pid[$1]=
+}
+
+# tests/guest/check-acked.awk says how.
+check_acked () {
+  awk -f "$top_srcdir/tests/guest/check-acked.awk" \
+    <(guest_lines "$1" ACK) <(guest_lines "$2" BLOCK)
+}
