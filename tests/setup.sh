@@ -14,6 +14,7 @@ PACKAGES=(
   libgnutls28-dev libinih-dev
   qemu-utils nbdkit libnbd-bin python3-libnbd fio util-linux procps strace
   clang libclang-rt-14-dev nftables iproute2 gnutls-bin
+  pacemaker pacemaker-cli-utils corosync crmsh resource-agents libxml2-utils
 )
 
 srcdir=$(cd "$(dirname "$0")/.." && pwd)
