@@ -144,12 +144,16 @@ node_start () {
     exec sleep infinity' node "$d" "$TESTDIR/fence-bin" "$TESTDIR/ocf-rd" "pcmk-$n" \
     >"$d/holder.log" 2>&1 &
   HOLDER[$n]=$!
+  # Killed with the node (node_kill), never waited for: no job notices.
+  disown
   poll 10 test -e "$d/run/node-ready" || { cat "$d/holder.log" >&2; fail "node $n: no namespaces"; }
   node_exec "$n" corosync -f >"$d/corosync.out" 2>&1 &
+  disown
   poll 30 node_exec "$n" corosync-cmapctl -g runtime.votequorum.this_node_id \
     || { cat "$d/run/corosync.log" "$d/corosync.out" >&2 || :; fail "node $n: corosync did not start"; }
   node_exec "$n" env PCMK_logfile=/run/pacemaker.log PCMK_logfacility=none \
     pacemakerd >"$d/pacemakerd.out" 2>&1 &
+  disown
 }
 
 # The whole node, at once: what a power cut does.  Reuses the test's
