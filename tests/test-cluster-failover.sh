@@ -138,9 +138,9 @@ wait $writer 2>/dev/null || :
 step "a's mirrord killed after $(wc -l < "$TESTDIR/acked1") acknowledged writes"
 poll 90 promoted_is b "['pcmk-b']" || fail "b was not promoted: $(node_exec b crm_mon -1)"
 step "b promoted"
-grep -q "promotion allowed" "$TESTDIR/b/run/mirrord/mirrord.log" 2>/dev/null \
-  || grep -q "fence-peer hook allowed" "$TESTDIR/b/run/mirrord/mirrord.log" \
-  || fail "the fence-peer hook did not allow b's promotion"
+# mirrord's fence-peer hook asked the cluster: a demoted, no fencing.
+grep -q "vm1 is not promoted on pcmk-a: promotion allowed" "$TESTDIR/b/run/mirrord/mirrord.log" \
+  || fail "the fence-peer hook did not allow b's promotion for the right reason"
 out=$($PY "$WRITER" verify "$(nbd_uri b)" "$TESTDIR/acked1") \
   || fail "acknowledged writes lost on failover: $out"
 step "kill -9 failover: $out"
@@ -171,6 +171,8 @@ wait $writer 2>/dev/null || :
 step "b fenced"
 poll 90 promoted_is a "['pcmk-a']" || fail "a was not promoted: $(node_exec a crm_mon -1)"
 step "a promoted"
+grep -q "peer node pcmk-b is down and clean: promotion allowed" "$TESTDIR/a/run/mirrord/mirrord.log" \
+  || fail "the fence-peer hook did not allow a's promotion for the right reason"
 grep -q "writing without the peer" "$TESTDIR/b/run/mirrord/mirrord.log" \
   && fail "b acknowledged writes without its peer before it was fenced"
 out=$($PY "$WRITER" verify "$(nbd_uri a)" "$TESTDIR/acked2") \
