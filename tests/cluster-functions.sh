@@ -124,7 +124,7 @@ node_exec () {
 # The node's mount namespace lives as long as its holder process (a
 # plain sleep: an anchor, not a wait).
 node_start () {
-  local n=$1 d=$TESTDIR/$1 fresh=${2:-}
+  local n=$1 d=$TESTDIR/$1
   _node_dirs "$n"
   _corosync_conf > "$d/etc-corosync/corosync.conf"
   [ -f "$d/lib-pacemaker/cib/cib.xml" ] || _seed_cib "$d/lib-pacemaker/cib"
