@@ -15,6 +15,7 @@ PACKAGES=(
   qemu-utils nbdkit libnbd-bin python3-libnbd fio util-linux procps strace
   clang libclang-rt-14-dev nftables iproute2 gnutls-bin
   qemu-system-x86 busybox-static cpio
+  pacemaker pacemaker-cli-utils corosync crmsh resource-agents libxml2-utils
 )
 
 srcdir=$(cd "$(dirname "$0")/.." && pwd)
