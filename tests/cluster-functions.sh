@@ -22,23 +22,12 @@ declare -A NS IP HOLDER
 CLUSTER_NODES_DIR=$TESTDIR/nodes
 
 make_cluster_net () {
-  local tag=$$ net=$(( $$ % 200 + 20 )) n
-  [ "$(id -u)" = 0 ] || { echo "$0: test skipped: needs root"; exit 77; }
-  NS[a]=pcmk-a-$tag NS[b]=pcmk-b-$tag
-  IP[a]=10.232.$net.1 IP[b]=10.232.$net.2
+  local n
+  make_netns_pair pcmk 232
+  NS[a]=$NA NS[b]=$NB IP[a]=$IPA IP[b]=$IPB
   mkdir -p "$CLUSTER_NODES_DIR"
-  ip netns add "${NS[a]}" || { echo "$0: test skipped: no network namespaces"; exit 77; }
-  cleanup_fn "ip netns del ${NS[a]}"
-  ip netns add "${NS[b]}"
-  cleanup_fn "ip netns del ${NS[b]}"
-  ip link add "pka$tag" type veth peer name "pkb$tag"
-  ip link set "pka$tag" netns "${NS[a]}"
-  ip link set "pkb$tag" netns "${NS[b]}"
+  # The fence agent finds a node's processes by this identity.
   for n in a b; do
-    ip -n "${NS[$n]}" addr add "${IP[$n]}/24" dev "pk$n$tag"
-    ip -n "${NS[$n]}" link set lo up
-    ip -n "${NS[$n]}" link set "pk$n$tag" up
-    # The fence agent finds a node's processes by this identity.
     ip netns exec "${NS[$n]}" readlink /proc/self/ns/net > "$CLUSTER_NODES_DIR/pcmk-$n.netns"
   done
 }

@@ -19,12 +19,14 @@ pair_in_sync () {
 
 # Two network namespaces joined by a veth pair, cleaned up at exit:
 # sets NA NB (namespaces), IPA IPB (addresses), VA VB (interfaces).
+# PREFIX (default mrd) names them, in 10.SUBNET.x.0/24 (default 231),
+# so suites running side by side do not collide.
 # Skips the test (exit 77) where namespaces cannot be made.
-make_netns_pair () {
-  local tag=$$ net=$(( $$ % 200 + 20 ))
+make_netns_pair () {   # make_netns_pair [PREFIX SUBNET]
+  local prefix=${1:-mrd} tag=$$ net=$(( $$ % 200 + 20 ))
   [ "$(id -u)" = 0 ] || { echo "$0: test skipped: needs root"; exit 77; }
-  NA=mrd-a-$tag NB=mrd-b-$tag VA=va$tag VB=vb$tag
-  IPA=10.231.$net.1 IPB=10.231.$net.2
+  NA=$prefix-a-$tag NB=$prefix-b-$tag VA=${prefix:0:2}a$tag VB=${prefix:0:2}b$tag
+  IPA=10.${2:-231}.$net.1 IPB=10.${2:-231}.$net.2
   ip netns add "$NA" || { echo "$0: test skipped: no network namespaces"; exit 77; }
   cleanup_fn "ip netns del $NA"
   ip netns add "$NB"
