@@ -307,19 +307,31 @@ conn_recv (struct conn *c, void *buf, size_t len)
   return recv (c->fd, buf, len, MSG_DONTWAIT);
 }
 
-/* Receives into the input buffer, or straight into a WRITE payload
- * when nothing is buffered.  Returns false if the connection closed. */
+/* Payloads at least this big are received straight into the request's
+ * buffer; smaller ones go through the input buffer with the requests
+ * around them, so one recv() takes in many small writes (a copy of 4
+ * KiB costs less than the system call it saves). */
+#define DIRECT_PAYLOAD_MIN (32u << 10)
+
+/* Receives into the input buffer, or straight into a big WRITE payload
+ * when nothing is buffered.  *DRAINED is set when the socket gave less
+ * than asked: it is empty now, and epoll will say when more comes.
+ * Returns false if the connection closed. */
 static bool
-receive (struct conn *c)
+receive (struct conn *c, bool *drained)
 {
   ssize_t r;
+  size_t want;
 
-  if (c->phase == PHASE_WRITE_PAYLOAD && c->in_start == c->in_end) {
+  *drained = false;
+  if (c->phase == PHASE_WRITE_PAYLOAD && c->in_start == c->in_end
+      && c->payload_req->count - c->payload_req->payload_got >= DIRECT_PAYLOAD_MIN) {
     struct request *req = c->payload_req;
-    r = conn_recv (c, (uint8_t *) req->buf + req->payload_got,
-                   req->count - req->payload_got);
+    want = req->count - req->payload_got;
+    r = conn_recv (c, (uint8_t *) req->buf + req->payload_got, want);
     if (r > 0) {
-      c->input_idle = false;
+      *drained = (size_t) r < want && !c->tls_up;
+      c->input_idle = *drained;
       req->payload_got += (size_t) r;
       if (req->payload_got == req->count) {
         c->payload_req = NULL;
@@ -339,9 +351,11 @@ receive (struct conn *c)
     }
     if (c->in_end == CONN_INBUF)
       return true;              /* full: parse first */
-    r = conn_recv (c, c->in + c->in_end, CONN_INBUF - c->in_end);
+    want = CONN_INBUF - c->in_end;
+    r = conn_recv (c, c->in + c->in_end, want);
     if (r > 0) {
-      c->input_idle = false;
+      *drained = (size_t) r < want && !c->tls_up;
+      c->input_idle = *drained;
       c->in_end += (size_t) r;
       return true;
     }
@@ -402,10 +416,11 @@ conn_on_events (void *opaque, uint32_t events)
            && c->phase != PHASE_TLS_HANDSHAKE; i++) {
       size_t before = c->in_end;
       size_t got = c->payload_req ? c->payload_req->payload_got : 0;
-      if (!receive (c))
+      bool drained;
+      if (!receive (c, &drained))
         break;
       conn_parse (c);
-      if (c->closed || (c->in_end == before
+      if (c->closed || drained || (c->in_end == before
                         && (!c->payload_req || c->payload_req->payload_got == got)))
         break;
       if (!(loop_source_events (c->src) & EPOLLIN))
