@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 #include <config.h>
 
+#include <dlfcn.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -9,10 +11,15 @@
 #include <sys/timerfd.h>
 
 #include "error.h"
+#include "log.h"
 #include "loop.h"
 
 #define MAX_EVENTS 64
 #define MAX_PREPARE 8
+
+/* A callback that keeps the loop this long is reported: nothing on the
+ * loop may block, and a daemon that stands still must say where. */
+#define STALL_NS 1000000000u
 
 struct loop_source {
   struct loop *loop;
@@ -225,6 +232,26 @@ loop_cancel_deferred (struct loop *loop, struct loop_deferred *d)
   }
 }
 
+/* Logs a callback that held the loop since START_NS for too long,
+ * named as addr2line wants it (object and offset) when it has no
+ * exported symbol. */
+static void
+check_stall (uint64_t start_ns, const char *kind, void *fn)
+{
+  uint64_t took = loop_now_ns () - start_ns;
+  Dl_info info;
+
+  if (took < STALL_NS)
+    return;
+  if (dladdr (fn, &info) && info.dli_fname)
+    log_warn ("event loop held for %" PRIu64 " ms by a %s callback: %s (%s+%#tx)",
+              took / 1000000, kind, info.dli_sname ? info.dli_sname : "?",
+              info.dli_fname, (char *) fn - (char *) info.dli_fbase);
+  else
+    log_warn ("event loop held for %" PRIu64 " ms by a %s callback at %p",
+              took / 1000000, kind, fn);
+}
+
 static void
 run_deferred (struct loop *loop)
 {
@@ -232,9 +259,11 @@ run_deferred (struct loop *loop)
   while (!list_empty (&loop->deferred)) {
     struct loop_deferred *d =
       list_entry (loop->deferred.next, struct loop_deferred, node);
+    uint64_t t0 = loop_now_ns ();
     list_del (&d->node);
     d->queued = false;
     d->cb (d->opaque);
+    check_stall (t0, "deferred", *(void **) &d->cb);
   }
 }
 
@@ -242,13 +271,20 @@ static void
 dispatch (struct epoll_event *ev)
 {
   struct loop_source *src = ev->data.ptr;
+  uint64_t t0 = loop_now_ns ();
 
   if (src->dead)
     return;
-  if (src->timer_cb)
+  if (src->timer_cb) {
+    loop_fn cb = src->timer_cb;
     timer_fired (src, ev->events);
-  else
-    src->fd_cb (src->opaque, ev->events);
+    check_stall (t0, "timer", *(void **) &cb);
+  }
+  else {
+    loop_fd_cb cb = src->fd_cb;
+    cb (src->opaque, ev->events);
+    check_stall (t0, "file descriptor", *(void **) &cb);
+  }
 }
 
 int
@@ -265,8 +301,11 @@ loop_run (struct loop *loop)
      * prepare hook may defer work: settle both before sleeping. */
     do {
       run_deferred (loop);
-      for (i = 0; i < loop->nr_prepare; i++)
+      for (i = 0; i < loop->nr_prepare; i++) {
+        uint64_t t0 = loop_now_ns ();
         loop->prepare[i].cb (loop->prepare[i].opaque);
+        check_stall (t0, "prepare", *(void **) &loop->prepare[i].cb);
+      }
     } while (!list_empty (&loop->deferred));
     if (loop->stop)
       break;
