@@ -8,6 +8,10 @@
 # configurations alternating; medians and ratios to "no peer".
 #
 #   bench/run-ha-bench.sh [ROUNDS]          default 5
+#
+# PIN=1 puts fio and the primary on CPU 0 and the secondary on CPU 1 (in
+# every configuration: "no peer" gets CPU 0 only), as if the secondary
+# ran on its own host; without it the three share both CPUs.
 set -euo pipefail
 # shellcheck source=SCRIPTDIR/common.sh
 source "$(dirname "$0")/common.sh"
@@ -24,23 +28,26 @@ PORT_A=${PORT_A:-20809} PORT_B=${PORT_B:-20810}
 
 stop_all () { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || :; done; wait 2>/dev/null || :; pids=(); }
 ha_json () { "$MIRRORCTL" -s "$WORK/ha-a.ctl" --json status vm1; }
-synced () { ha_json 2>/dev/null | python3 -c 'import json,sys; e=json.load(sys.stdin)["exports"][0]; sys.exit(0 if e["peer"] and e["peer"]["connected"] and e["peer"]["disk"]=="uptodate" and e["mirror"] and e["mirror"]["state"]=="ready" else 1)'; }
+synced () { ha_json 2>/dev/null | python3 2>/dev/null -c 'import json,sys; e=json.load(sys.stdin)["exports"][0]; sys.exit(0 if e["peer"] and e["peer"]["connected"] and e["peer"]["disk"]=="uptodate" and e["mirror"] and e["mirror"]["state"]=="ready" else 1)'; }
+
+ON_A=() ON_B=()
+if [ "${PIN:-}" = 1 ]; then ON_A=(taskset -c 0) ON_B=(taskset -c 1); fi
 
 # start CONFIG: none | sync | async
 start () {
   rm -rf "$WORK/ha-sa" "$WORK/ha-sb"
   if [ "$1" = none ]; then
-    "$MIRRORD" -f --export "vm1=$A" --nbd-socket "$WORK/ha-a.sock" \
+    "${ON_A[@]}" "$MIRRORD" -f --export "vm1=$A" --nbd-socket "$WORK/ha-a.sock" \
       --control "$WORK/ha-a.ctl" --state-dir "$WORK/ha-sa" 2>"$WORK/ha-a.log" &
     pids+=($!)
     wait_until test -S "$WORK/ha-a.sock"
     return
   fi
-  "$MIRRORD" -f --export "vm1=$A,role=primary,mode=$1,peer=nbd://127.0.0.1:$PORT_B/vm1" \
+  "${ON_A[@]}" "$MIRRORD" -f --export "vm1=$A,role=primary,mode=$1,peer=nbd://127.0.0.1:$PORT_B/vm1" \
     --nbd-socket "$WORK/ha-a.sock" --nbd-listen 127.0.0.1:$PORT_A \
     --control "$WORK/ha-a.ctl" --state-dir "$WORK/ha-sa" 2>"$WORK/ha-a.log" &
   pids+=($!)
-  "$MIRRORD" -f --export "vm1=$B,role=secondary,mode=$1,peer=nbd://127.0.0.1:$PORT_A/vm1" \
+  "${ON_B[@]}" "$MIRRORD" -f --export "vm1=$B,role=secondary,mode=$1,peer=nbd://127.0.0.1:$PORT_A/vm1" \
     --nbd-socket "$WORK/ha-b.sock" --nbd-listen 127.0.0.1:$PORT_B \
     --control "$WORK/ha-b.ctl" --state-dir "$WORK/ha-sb" 2>"$WORK/ha-b.log" &
   pids+=($!)
@@ -52,12 +59,12 @@ start () {
 # a granule pays a metadata flush in every configuration, and that
 # one-time cost is not what this compares.
 warm_up () {
-  fio --name=warm --ioengine=nbd --uri="nbd+unix:///vm1?socket=$WORK/ha-a.sock" \
+  "${ON_A[@]}" fio --name=warm --ioengine=nbd --uri="nbd+unix:///vm1?socket=$WORK/ha-a.sock" \
     --rw=write --bs=1M --iodepth=8 --size=1G >/dev/null 2>&1
 }
 
 job () {   # job CONFIG NAME RW BS DEPTH
-  fio --name="$2" --ioengine=nbd --uri="nbd+unix:///vm1?socket=$WORK/ha-a.sock" \
+  "${ON_A[@]}" fio --name="$2" --ioengine=nbd --uri="nbd+unix:///vm1?socket=$WORK/ha-a.sock" \
     --rw="$3" --bs="$4" --iodepth="$5" --size=1G --time_based --runtime="$RUNTIME" \
     --output-format=json 2>/dev/null | python3 -c '
 import json, sys
