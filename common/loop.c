@@ -260,10 +260,11 @@ run_deferred (struct loop *loop)
     struct loop_deferred *d =
       list_entry (loop->deferred.next, struct loop_deferred, node);
     uint64_t t0 = loop_now_ns ();
+    loop_fn cb = d->cb;         /* D may be freed by its callback */
     list_del (&d->node);
     d->queued = false;
-    d->cb (d->opaque);
-    check_stall (t0, "deferred", *(void **) &d->cb);
+    cb (d->opaque);
+    check_stall (t0, "deferred", *(void **) &cb);
   }
 }
 
@@ -303,8 +304,9 @@ loop_run (struct loop *loop)
       run_deferred (loop);
       for (i = 0; i < loop->nr_prepare; i++) {
         uint64_t t0 = loop_now_ns ();
-        loop->prepare[i].cb (loop->prepare[i].opaque);
-        check_stall (t0, "prepare", *(void **) &loop->prepare[i].cb);
+        loop_fn cb = loop->prepare[i].cb;
+        cb (loop->prepare[i].opaque);
+        check_stall (t0, "prepare", *(void **) &cb);
       }
     } while (!list_empty (&loop->deferred));
     if (loop->stop)
