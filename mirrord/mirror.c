@@ -13,6 +13,7 @@
 #include "common/bufpool.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "common/objcache.h"
 #include "common/size.h"
 #include "export.h"
 #include "mirror.h"
@@ -772,6 +773,9 @@ struct blocked {
   struct bitmap_intent in;
 };
 
+/* Every mirrored guest write has one, and an async one two. */
+static struct objcache blocked_cache = OBJCACHE_INIT (struct blocked, 1024);
+
 static void
 release_throttled (struct mirror *m)
 {
@@ -782,7 +786,7 @@ release_throttled (struct mirror *m)
     struct blocked *b = list_entry (m->throttled.next, struct blocked, node);
     list_del (&b->node);
     b->done (b->x, b->forwarded);
-    free (b);
+    objcache_put (&blocked_cache, b);
   }
 }
 
@@ -1110,7 +1114,7 @@ throttle_or_done (struct blocked *b)
     return;
   }
   b->done (b->x, b->forwarded);
-  free (b);
+  objcache_put (&blocked_cache, b);
 }
 
 /* ---- Forwarded writes ----
@@ -1180,7 +1184,7 @@ detached_done (struct blocked *b)
     bitmap_store_end_write (s, &b->in);
   if (b->own_buf)
     bufpool_put (b->own_buf, b->len);
-  free (b);
+  objcache_put (&blocked_cache, b);
   if (m->auto_blocking && lag (m) <= lag_limit (m) / 2)
     release_throttled (m);
   check_cutover (m);
@@ -1401,7 +1405,7 @@ forward_async (struct mirror *m, struct blocked *b)
 static void
 detach_and_forward (struct mirror *m, struct blocked *b)
 {
-  struct blocked *d = malloc (sizeof *d);
+  struct blocked *d = objcache_get (&blocked_cache);
 
   if (d == NULL) {
     throttle_or_done (b);
@@ -1412,7 +1416,7 @@ detach_and_forward (struct mirror *m, struct blocked *b)
   list_init (&d->node);
   if (b->cmd == IMAGE_WRITE) {
     if ((d->own_buf = bufpool_get (b->len)) == NULL) {
-      free (d);
+      objcache_put (&blocked_cache, d);
       throttle_or_done (b);
       return;
     }
@@ -1454,9 +1458,9 @@ mirror_guest_write (struct mirror *m, struct export_io *x, mirror_write_fn done)
   struct image_io *io = &x->io;
   struct blocked *b;
 
-  if (m == NULL || !active_for_writes (m) || (b = malloc (sizeof *b)) == NULL)
+  if (m == NULL || !active_for_writes (m)
+      || (b = objcache_get (&blocked_cache)) == NULL)
     return 0;
-  memset (b, 0, sizeof *b);
   b->x = x;
   b->done = done;
   b->m = m;
@@ -1494,7 +1498,7 @@ flushed (void *opaque, int err)
   struct blocked *b = opaque;
 
   b->done (b->x, 0);
-  free (b);
+  objcache_put (&blocked_cache, b);
 }
 
 int
@@ -1503,13 +1507,13 @@ mirror_guest_flush (struct mirror *m, struct export_io *x, mirror_write_fn done)
   struct blocked *b;
 
   if (m == NULL || m->async || !m->up || !active_for_writes (m)
-      || (b = malloc (sizeof *b)) == NULL)
+      || (b = objcache_get (&blocked_cache)) == NULL)
     return 0;
   b->x = x;
   b->done = done;
   b->m = m;
   if (target_flush (m->tgt, flushed, b) == -1) {
-    free (b);
+    objcache_put (&blocked_cache, b);
     return 0;
   }
   return 1;

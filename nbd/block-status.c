@@ -46,7 +46,8 @@ context_reply (struct conn *c, uint32_t option, uint32_t id, const char *name)
   uint8_t *p;
 
   if (m == NULL || (m->owned = malloc (4 + len)) == NULL) {
-    free (m);
+    if (m)
+      conn_msg_free (m);
     conn_close (c, "out of memory");
     return;
   }
@@ -174,7 +175,8 @@ send_chunk (struct conn *c, struct request *req, uint32_t id,
   size_t n = 0;
 
   if (m == NULL || (desc = malloc (8 * (e->nr ? e->nr : 1))) == NULL) {
-    free (m);
+    if (m)
+      conn_msg_free (m);
     conn_close (c, "out of memory");
     return;
   }

@@ -14,6 +14,7 @@
 #include "common/bufpool.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "common/objcache.h"
 #include "conn.h"
 #include "server-internal.h"
 #include "tls.h"
@@ -41,20 +42,30 @@ conn_unref (struct conn *c)
   server_conn_freed ();
 }
 
-static void
-msg_release (struct out_msg *m)
+/* One of each per request: the busy data path allocates neither. */
+static struct objcache msg_cache = OBJCACHE_INIT (struct out_msg, 1024);
+static struct objcache request_cache = OBJCACHE_INIT (struct request, 1024);
+
+void
+conn_msg_free (struct out_msg *m)
 {
   list_del (&m->node);
   free (m->owned);
   if (m->req)
     conn_request_put (m->req);
-  free (m);
+  objcache_put (&msg_cache, m);
+}
+
+struct request *
+conn_request_alloc (void)
+{
+  return objcache_get (&request_cache);
 }
 
 struct out_msg *
 conn_msg_new (struct request *req)
 {
-  struct out_msg *m = calloc (1, sizeof *m);
+  struct out_msg *m = objcache_get (&msg_cache);
 
   if (m == NULL)
     return NULL;
@@ -70,8 +81,8 @@ void
 conn_queue (struct conn *c, struct out_msg *m)
 {
   if (c->closed) {
-    list_add_tail (&c->outq, &m->node);  /* so msg_release can unlink */
-    msg_release (m);
+    list_add_tail (&c->outq, &m->node);  /* so conn_msg_free can unlink */
+    conn_msg_free (m);
     return;
   }
   list_add_tail (&c->outq, &m->node);
@@ -183,7 +194,7 @@ conn_close (struct conn *c, const char *why)
   close (c->fd);
   c->fd = -1;
   while (!list_empty (&c->outq))
-    msg_release (list_entry (c->outq.next, struct out_msg, node));
+    conn_msg_free (list_entry (c->outq.next, struct out_msg, node));
   if (c->payload_req) {
     struct request *req = c->payload_req;
     c->payload_req = NULL;
@@ -212,7 +223,7 @@ conn_request_put (struct request *req)
   image_extents_free (&req->extents);
   c->in_flight--;
   c->in_flight_bytes -= req->buf_size;
-  free (req);
+  objcache_put (&request_cache, req);
   if (was_full && !c->closed) {
     conn_update_events (c);
     server_kick (c);            /* buffered requests may be waiting */
@@ -234,7 +245,7 @@ conn_consume (struct conn *c, size_t n)
     m->sent += take;
     n -= take;
     if (m->sent == m->hdr_len + m->data_len)
-      msg_release (m);
+      conn_msg_free (m);
   }
 }
 

@@ -151,6 +151,8 @@ void conn_ref (struct conn *c);
 void conn_unref (struct conn *c);
 void conn_queue (struct conn *c, struct out_msg *m);
 struct out_msg *conn_msg_new (struct request *req);
+/* Frees M (unqueued, or at the head of its queue) and what it holds. */
+void conn_msg_free (struct out_msg *m);
 void conn_want_close (struct conn *c);
 /* Server shutdown or export removal: finish what is in flight, answer
  * what the client still sends with ESHUTDOWN (the spec's way to ask it
@@ -158,6 +160,8 @@ void conn_want_close (struct conn *c);
 void conn_drain (struct conn *c);
 void conn_close (struct conn *c, const char *why);
 void conn_update_events (struct conn *c);
+/* A zeroed request, or NULL: conn_request_put() gives it back. */
+struct request *conn_request_alloc (void);
 void conn_request_put (struct request *req);
 void conn_parse (struct conn *c);
 /* N bytes from the head of the reply queue went out. */

@@ -46,7 +46,8 @@ reply (struct conn *c, uint32_t type, const void *data, size_t len)
   uint8_t *p;
 
   if (m == NULL || (len && (m->owned = malloc (len)) == NULL)) {
-    free (m);
+    if (m)
+      conn_msg_free (m);
     conn_close (c, "out of memory");
     return;
   }

@@ -303,7 +303,7 @@ transmission_payload_done (struct conn *c, struct request *req)
 static struct request *
 request_new (struct conn *c, const uint8_t *h, bool with_buf)
 {
-  struct request *req = calloc (1, sizeof *req);
+  struct request *req = conn_request_alloc ();
 
   if (req == NULL)
     return NULL;
