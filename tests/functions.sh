@@ -18,6 +18,9 @@
 #   kill9_mirrord NAME     SIGKILL and wait
 #   uri NAME EXPORT        its NBD URI;  ctl NAME ARGS...: mirrorctl for it
 #   fail MSG               print and exit 1
+#   pid_traced PID, pid_untraced PID
+#                          every / no thread of PID is ptraced (strace
+#                          attached or gone: poll them)
 #
 # The daemon runs as $MIRRORD, prefixed by $MIRRORD_WRAPPER if set
 # (e.g. valgrind).  Nothing here sleeps for readiness: it polls.
@@ -178,4 +181,18 @@ expect_status () {
   local want=$1 got=0; shift
   "$@" || got=$?
   [ "$got" -eq "$want" ] || fail "'$*' exited $got, expected $want"
+}
+
+pid_traced () {
+  local s
+  for s in /proc/"$1"/task/*/status; do
+    grep -q '^TracerPid:[[:space:]]*0$' "$s" && return 1
+  done
+  return 0
+}
+pid_untraced () {
+  local s
+  for s in /proc/"$1"/task/*/status; do
+    grep -q '^TracerPid:[[:space:]]*0$' "$s" || return 1
+  done
 }

@@ -200,20 +200,6 @@ phase_netsplit () {
 
 # ---- EIO injected into the primary's writes ----
 
-pid_traced () {
-  local s
-  for s in /proc/"$1"/task/*/status; do
-    grep -q '^TracerPid:[[:space:]]*0$' "$s" && return 1
-  done
-  return 0
-}
-pid_untraced () {
-  local s
-  for s in /proc/"$1"/task/*/status; do
-    grep -q '^TracerPid:[[:space:]]*0$' "$s" || return 1
-  done
-}
-
 # Which system calls fail, and when: the bitmap's block writes (every
 # one, or every other) and its fdatasync (on a worker thread); the
 # image's writes, through io_submit (O_DIRECT) and, for FUA writes the

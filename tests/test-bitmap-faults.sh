@@ -15,25 +15,13 @@ start_mirrord a --export "vm1=$TESTDIR/disk.img"
 pid=$(mirrord_pid a)
 qemu-io -f raw -c 'write -P 1 0 64k' "$(uri a vm1)" >/dev/null     # granule 0 recorded
 
-traced () {
-  for s in /proc/"$pid"/task/*/status; do
-    grep -q '^TracerPid:[[:space:]]*0$' "$s" && return 1
-  done
-  return 0
-}
-untraced () {
-  for s in /proc/"$pid"/task/*/status; do
-    grep -q '^TracerPid:[[:space:]]*0$' "$s" || return 1
-  done
-}
-
 # Image flushes go through io_submit, so only the bitmap's own
 # fdatasync calls fail.
 strace -qq -f -p "$pid" -e trace=fdatasync -e inject=fdatasync:error=EIO \
   -o "$TESTDIR/strace.out" &
 spid=$!
 cleanup_fn "kill $spid 2>/dev/null"
-poll 20 traced || fail "strace did not attach"
+poll 20 pid_traced "$pid" || fail "strace did not attach"
 
 $PY - "$(uri a vm1)" <<'PY'
 import nbd, sys
@@ -58,7 +46,7 @@ qemu-io -f raw -r -c 'read -P 0 3G 4k' "$TESTDIR/disk.img" | grep -q 'read 4096'
 
 kill "$spid"
 wait "$spid" 2>/dev/null || :
-poll 20 untraced || fail "strace did not detach"
+poll 20 pid_untraced "$pid" || fail "strace did not detach"
 qemu-io -f raw -c 'write -P 3 3G 4k' -c 'read -P 3 3G 4k' "$(uri a vm1)" \
   | grep -q 'read 4096' || fail "writes fail after the fault is gone"
 nbdinfo --map=qemu:dirty-bitmap:vm1 "$(uri a vm1)" | grep -q '^ *3221225472 ' \

@@ -20,22 +20,11 @@ h.connect_uri(sys.argv[1])
 h.pwrite(b"\x01" * 65536, 0, nbd.CMD_FLAG_FUA)
 PY
 
-traced () {
-  for s in /proc/"$pid"/task/*/status; do
-    grep -q '^TracerPid:[[:space:]]*0$' "$s" && return 1
-  done
-  return 0
-}
-untraced () {
-  for s in /proc/"$pid"/task/*/status; do
-    grep -q '^TracerPid:[[:space:]]*0$' "$s" || return 1
-  done
-}
 strace -qq -f -p "$pid" -e trace=io_submit,pwritev2 \
   -e inject=io_submit,pwritev2:error=EIO -o "$TESTDIR/strace.out" &
 spid=$!
 cleanup_fn "kill $spid 2>/dev/null"
-poll 20 traced || fail "strace did not attach"
+poll 20 pid_traced "$pid" || fail "strace did not attach"
 
 $PY - "$(uri a vm1)" <<'PY'
 import nbd, sys
@@ -51,7 +40,7 @@ PY
 grep -q 'INJECTED' "$TESTDIR/strace.out" || fail "no fault was injected"
 kill "$spid"
 wait "$spid" 2>/dev/null || :
-poll 20 untraced || fail "strace did not detach"
+poll 20 pid_untraced "$pid" || fail "strace did not detach"
 
 n=$(grep -c '\[error\].*WRITE at .* failed: Input/output error' "$TESTDIR/a.log" || :)
 [ "$n" -ge 1 ] || { cat "$TESTDIR/a.log"; fail "the disk errors were not logged"; }
