@@ -329,3 +329,11 @@ nbd_harness_free (void)
   psk_free (h.keys);
   bufpool_drain ();
 }
+
+int
+nbd_harness_replay_finish (unsigned inputs, unsigned answered)
+{
+  nbd_harness_free ();
+  printf ("replayed %u inputs, %u answered\n", inputs, answered);
+  return 0;
+}

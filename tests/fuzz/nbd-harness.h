@@ -29,5 +29,8 @@ size_t nbd_harness_run (const uint8_t *data, size_t size, bool tcp,
 /* Removes the exports and frees everything (the replay driver, so a
  * leak in the server shows up under ASan). */
 void nbd_harness_free (void);
+/* The replay drivers' end: frees, then reports how many of INPUTS were
+ * ANSWERED (each target says what counts).  Returns 0. */
+int nbd_harness_replay_finish (unsigned inputs, unsigned answered);
 
 #endif
