@@ -283,10 +283,11 @@ static void
 dispatch (struct epoll_event *ev)
 {
   struct loop_source *src = ev->data.ptr;
-  uint64_t t0 = coarse_ns ();
+  uint64_t t0;
 
   if (src->dead)
     return;
+  t0 = coarse_ns ();
   if (src->timer_cb) {
     loop_fn cb = src->timer_cb;
     timer_fired (src, ev->events);
