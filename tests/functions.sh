@@ -21,6 +21,11 @@
 #   pid_traced PID, pid_untraced PID
 #                          every / no thread of PID is ptraced (strace
 #                          attached or gone: poll them)
+#   strace_attach PID OUT ARGS...
+#                          strace PID (and its threads) in the background
+#                          with ARGS (e.g. -e inject=...), output in OUT;
+#                          returns once attached; its pid in $spid
+#   strace_detach PID      stop that strace; returns once it has let go
 #
 # The daemon runs as $MIRRORD, prefixed by $MIRRORD_WRAPPER if set
 # (e.g. valgrind).  Nothing here sleeps for readiness: it polls.
@@ -195,4 +200,17 @@ pid_untraced () {
   for s in /proc/"$1"/task/*/status; do
     grep -q '^TracerPid:[[:space:]]*0$' "$s" || return 1
   done
+}
+strace_attach () {
+  local pid=$1 out=$2
+  shift 2
+  strace -qq -f -p "$pid" -o "$out" "$@" &
+  spid=$!
+  cleanup_fn "kill $spid 2>/dev/null"
+  poll 20 pid_traced "$pid" || fail "strace did not attach"
+}
+strace_detach () {
+  kill "$spid"
+  wait "$spid" 2>/dev/null || :
+  poll 20 pid_untraced "$1" || fail "strace did not detach"
 }

@@ -17,11 +17,8 @@ qemu-io -f raw -c 'write -P 1 0 64k' "$(uri a vm1)" >/dev/null     # granule 0 r
 
 # Image flushes go through io_submit, so only the bitmap's own
 # fdatasync calls fail.
-strace -qq -f -p "$pid" -e trace=fdatasync -e inject=fdatasync:error=EIO \
-  -o "$TESTDIR/strace.out" &
-spid=$!
-cleanup_fn "kill $spid 2>/dev/null"
-poll 20 pid_traced "$pid" || fail "strace did not attach"
+strace_attach "$pid" "$TESTDIR/strace.out" -e trace=fdatasync \
+  -e inject=fdatasync:error=EIO
 
 $PY - "$(uri a vm1)" <<'PY'
 import nbd, sys
@@ -44,9 +41,7 @@ grep -q 'recording dirty regions failed' "$TESTDIR/a.log" || fail "failure not l
 qemu-io -f raw -r -c 'read -P 0 3G 4k' "$TESTDIR/disk.img" | grep -q 'read 4096' \
   || fail "data of a refused write reached the disk"
 
-kill "$spid"
-wait "$spid" 2>/dev/null || :
-poll 20 pid_untraced "$pid" || fail "strace did not detach"
+strace_detach "$pid"
 qemu-io -f raw -c 'write -P 3 3G 4k' -c 'read -P 3 3G 4k' "$(uri a vm1)" \
   | grep -q 'read 4096' || fail "writes fail after the fault is gone"
 nbdinfo --map=qemu:dirty-bitmap:vm1 "$(uri a vm1)" | grep -q '^ *3221225472 ' \

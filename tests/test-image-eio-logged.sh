@@ -20,11 +20,8 @@ h.connect_uri(sys.argv[1])
 h.pwrite(b"\x01" * 65536, 0, nbd.CMD_FLAG_FUA)
 PY
 
-strace -qq -f -p "$pid" -e trace=io_submit,pwritev2 \
-  -e inject=io_submit,pwritev2:error=EIO -o "$TESTDIR/strace.out" &
-spid=$!
-cleanup_fn "kill $spid 2>/dev/null"
-poll 20 pid_traced "$pid" || fail "strace did not attach"
+strace_attach "$pid" "$TESTDIR/strace.out" -e trace=io_submit,pwritev2 \
+  -e inject=io_submit,pwritev2:error=EIO
 
 $PY - "$(uri a vm1)" <<'PY'
 import nbd, sys
@@ -38,9 +35,7 @@ for i in range(50):
         assert e.errno == "EIO", e
 PY
 grep -q 'INJECTED' "$TESTDIR/strace.out" || fail "no fault was injected"
-kill "$spid"
-wait "$spid" 2>/dev/null || :
-poll 20 pid_untraced "$pid" || fail "strace did not detach"
+strace_detach "$pid"
 
 n=$(grep -c '\[error\].*WRITE at .* failed: Input/output error' "$TESTDIR/a.log" || :)
 [ "$n" -ge 1 ] || { cat "$TESTDIR/a.log"; fail "the disk errors were not logged"; }
