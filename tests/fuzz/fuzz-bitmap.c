@@ -95,11 +95,20 @@ LLVMFuzzerInitialize (int *argc, char ***argv)
   return 0;
 }
 
+/* ceil (A / B), which cannot wrap: a header may claim any size, and
+ * (size + g - 1) / g of a size near 2^64 is tiny — the harness then
+ * took a geometry the store rightly refuses (EFBIG) for a sane one. */
+static uint64_t
+div_round_up (uint64_t a, uint64_t b)
+{
+  return a / b + (a % b != 0);
+}
+
 static bool
 sane (uint64_t size, uint32_t g)
 {
   return size > 0 && g >= 4096 && g <= (64u << 20) && (g & (g - 1)) == 0
-    && (size + g - 1) / g <= MAX_BITS;
+    && div_round_up (size, g) <= MAX_BITS;
 }
 
 static struct geom
@@ -136,8 +145,8 @@ best_header (const uint8_t *file, size_t len)
 static bool
 header_fits (const struct bitmap_header_disk *hd, struct geom g)
 {
-  uint64_t bits = (g.size + g.granularity - 1) / g.granularity;
-  uint32_t blocks = (uint32_t) ((bits + BITMAP_BITS_PER_BLOCK - 1) / BITMAP_BITS_PER_BLOCK);
+  uint64_t bits = div_round_up (g.size, g.granularity);
+  uint32_t blocks = (uint32_t) div_round_up (bits, BITMAP_BITS_PER_BLOCK);
 
   return hd && be64_get (hd->image_size) == g.size
     && be32_get (hd->granularity) == g.granularity
