@@ -12,9 +12,17 @@
  *                      and a crc32
  *
  * Every block is 4096 bytes and ends with a zlib crc32 of the bytes
- * before it.  An all-zero data block is valid and empty, so a new file
- * can be sparse.  Header fields are big-endian behind wrapper types, so
- * they cannot be used as host integers by accident.
+ * before it.  Every data block is written, empty ones too: an all-zero
+ * block never passes its check (the crc32 of 4092 zero bytes is not
+ * zero), so a block zeroed by damage, or one past the end of a
+ * truncated file, reads as corrupt and never as "nothing dirty".
+ * Header fields are big-endian behind wrapper types, so they cannot be
+ * used as host integers by accident.
+ *
+ * Version 2.  Version 1 was the same layout, but its files were sparse
+ * and an all-zero data block counted as valid and empty; a version 1
+ * file is read with version 2's rules (its all-zero blocks are dirty)
+ * and converted (docs/bitmap-format.md).
  */
 
 #include <endian.h>
@@ -24,7 +32,8 @@
 #define BITMAP_WORDS_PER_BLOCK 511u
 #define BITMAP_BITS_PER_BLOCK (64u * BITMAP_WORDS_PER_BLOCK)
 #define BITMAP_MAGIC "MRDBITMP"
-#define BITMAP_VERSION 1u
+#define BITMAP_VERSION 2u
+#define BITMAP_VERSION_SPARSE 1u     /* all-zero blocks were valid */
 #define BITMAP_HEADER_SLOTS 2u
 #define BITMAP_HISTORY 4u
 #define BITMAP_PATH_MAX 1024u

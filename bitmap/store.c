@@ -21,6 +21,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <zlib.h>
+#include <sys/stat.h>
 
 #include "bitmap/format.h"
 #include "bitmap/store.h"
@@ -46,6 +47,7 @@
  * the same cost by its extent count. */
 #define HOT_MAX_BYTES (1ull << 30)
 #define HOT_IDLE_TICKS 10
+#define WRITE_BATCH 64
 
 struct bitmap_store {
   char *path;
@@ -57,6 +59,7 @@ struct bitmap_store {
   uint64_t nr_bits;
   uint32_t nr_blocks;
   bool strict;
+  bool sparse_version;          /* the file was version 1 */
 
   struct dirty_bitmap *live;
   struct hbitmap *ondisk;       /* on disk, or being written */
@@ -132,9 +135,30 @@ block_is_zero (const struct bitmap_block_disk *blk)
   return true;
 }
 
-/* Loads block B into ONDISK.  Returns 0, or 1 if it was corrupt (its
- * range is then marked dirty). */
-static int
+/* What a data block read from the file is worth.  All zeroes is never
+ * valid (its crc32 would have to be 0, and the crc32 of 4092 zero bytes
+ * is not): it is told apart only to say so in the log. */
+enum block_state { BLOCK_OK, BLOCK_MISSING, BLOCK_ZERO, BLOCK_BAD, BLOCK_STATES };
+
+static enum block_state
+check_block (const struct bitmap_block_disk *blk, uint32_t b)
+{
+  if (be32_get (blk->crc) == crc_of (blk) && be32_get (blk->index) == b)
+    return BLOCK_OK;
+  return block_is_zero (blk) ? BLOCK_ZERO : BLOCK_BAD;
+}
+
+/* Block B's range of granules, clipped to the disk. */
+static void
+block_bits (const struct bitmap_store *s, uint32_t b, uint64_t *bit, uint64_t *cnt)
+{
+  *bit = (uint64_t) b * BITMAP_BITS_PER_BLOCK;
+  *cnt = s->nr_bits - *bit < BITMAP_BITS_PER_BLOCK
+    ? s->nr_bits - *bit : BITMAP_BITS_PER_BLOCK;
+}
+
+/* Loads valid block B into ONDISK. */
+static void
 decode_block (struct bitmap_store *s, uint32_t b, const struct bitmap_block_disk *blk)
 {
   uint64_t first = (uint64_t) b * BITMAP_WORDS_PER_BLOCK;
@@ -142,17 +166,7 @@ decode_block (struct bitmap_store *s, uint32_t b, const struct bitmap_block_disk
   uint64_t n = words - first < BITMAP_WORDS_PER_BLOCK
     ? words - first : BITMAP_WORDS_PER_BLOCK;
 
-  if (block_is_zero (blk))
-    return 0;
-  if (be32_get (blk->crc) != crc_of (blk) || be32_get (blk->index) != b) {
-    uint64_t bit = (uint64_t) b * BITMAP_BITS_PER_BLOCK;
-    uint64_t cnt = s->nr_bits - bit < BITMAP_BITS_PER_BLOCK
-      ? s->nr_bits - bit : BITMAP_BITS_PER_BLOCK;
-    hbitmap_set (s->ondisk, bit, cnt);
-    return 1;
-  }
   hbitmap_deserialize_words (s->ondisk, first, n, blk->words_le);
-  return 0;
 }
 
 /* ---- Header ---- */
@@ -189,11 +203,15 @@ write_header (struct bitmap_store *s, bool clean)
   return 0;
 }
 
+/* A version 1 header is valid too: its blocks are read by version 2's
+ * rules, which only trust less (format.h). */
 static bool
 header_valid (const struct bitmap_header_disk *h)
 {
+  uint32_t v = be32_get (h->version);
+
   return memcmp (h->magic, BITMAP_MAGIC, 8) == 0
-    && be32_get (h->version) == BITMAP_VERSION
+    && (v == BITMAP_VERSION || v == BITMAP_VERSION_SPARSE)
     && be32_get (h->crc) == crc_of (h);
 }
 
@@ -245,28 +263,62 @@ geometry_matches (const struct bitmap_store *s)
     && be32_get (h->words_per_block) == BITMAP_WORDS_PER_BLOCK;
 }
 
+/* Says what was wrong with the blocks BAD counts, in WHY. */
+static void
+describe_bad (const struct bitmap_store *s, const uint32_t bad[BLOCK_STATES],
+              uint64_t file_size, char *why, size_t len)
+{
+  uint32_t n = bad[BLOCK_MISSING] + bad[BLOCK_ZERO] + bad[BLOCK_BAD];
+  int k = snprintf (why, len, "%u corrupt block%s:", n, n == 1 ? "" : "s");
+
+  if (bad[BLOCK_MISSING] && k >= 0 && (size_t) k < len)
+    k += snprintf (why + k, len - (size_t) k, " %u past the end of the file "
+                   "(%llu bytes, %llu expected);", bad[BLOCK_MISSING],
+                   (unsigned long long) file_size,
+                   (unsigned long long) block_offset (s->nr_blocks));
+  if (bad[BLOCK_ZERO] && k >= 0 && (size_t) k < len)
+    k += snprintf (why + k, len - (size_t) k, " %u all zeroes%s;", bad[BLOCK_ZERO],
+                   s->sparse_version ? " (version 1 left empty blocks so)" : "");
+  if (bad[BLOCK_BAD] && k >= 0 && (size_t) k < len)
+    k += snprintf (why + k, len - (size_t) k, " %u with a bad checksum or "
+                   "index;", bad[BLOCK_BAD]);
+  if (k > 0 && (size_t) k <= len)
+    why[k - 1] = '\0';       /* the last ';' */
+}
+
+/* Reads every data block.  One that is missing (the file is short),
+ * all zeroes or fails its check marks its whole range dirty: the file
+ * is judged as it is, before anything extends it. */
 static int
-load_blocks (struct bitmap_store *s)
+load_blocks (struct bitmap_store *s, uint64_t file_size)
 {
   struct bitmap_block_disk blk;
-  uint32_t bad = 0;
+  uint32_t bad[BLOCK_STATES] = { 0 };
+  char why[256];
 
   for (uint32_t b = 0; b < s->nr_blocks; b++) {
+    enum block_state st = BLOCK_MISSING;
+    uint64_t bit, cnt;
     ssize_t r = pread (s->fd, &blk, sizeof blk, (off_t) block_offset (b));
     if (r == -1)
       return error_set (errno, "%s: reading block %u", s->path, b);
-    if (r < (ssize_t) sizeof blk)
-      memset ((uint8_t *) &blk + r, 0, sizeof blk - (size_t) r);
-    bad += (uint32_t) decode_block (s, b, &blk);
+    if (r == (ssize_t) sizeof blk)
+      st = check_block (&blk, b);
+    if (st == BLOCK_OK) {
+      decode_block (s, b, &blk);
+      continue;
+    }
+    bad[st]++;
+    block_bits (s, b, &bit, &cnt);
+    hbitmap_set (s->ondisk, bit, cnt);
   }
-  if (bad && s->strict)
-    return error_set (EINVAL, "%s: %u corrupt block%s (strict mode: refusing it)",
-                      s->path, bad, bad == 1 ? "" : "s");
-  if (bad) {
-    log_err ("%s: %u corrupt block%s: marking their ranges dirty", s->path,
-             bad, bad == 1 ? "" : "s");
-    s->rewrite = true;
-  }
+  if (bad[BLOCK_MISSING] + bad[BLOCK_ZERO] + bad[BLOCK_BAD] == 0)
+    return 0;
+  describe_bad (s, bad, file_size, why, sizeof why);
+  if (s->strict)
+    return error_set (EINVAL, "%s: %s (strict mode: refusing it)", s->path, why);
+  log_err ("%s: %s: marking their ranges dirty", s->path, why);
+  s->rewrite = true;
   return 0;
 }
 
@@ -274,6 +326,10 @@ load_blocks (struct bitmap_store *s)
 static int
 load (struct bitmap_store *s)
 {
+  struct stat st;
+
+  if (fstat (s->fd, &st) == -1)
+    return error_set (errno, "%s: fstat", s->path);
   if (read_header (s) == 1)
     return distrust (s, "no valid header (corrupt or not a mirrord bitmap)");
   if (!geometry_matches (s)) {
@@ -284,7 +340,11 @@ load (struct bitmap_store *s)
               s->granularity);
     return distrust (s, why);
   }
-  if (load_blocks (s) == -1)
+  s->sparse_version = be32_get (s->hdr.version) == BITMAP_VERSION_SPARSE;
+  if (s->sparse_version)
+    log_info ("%s: format version 1: converting it to version %u", s->path,
+              BITMAP_VERSION);
+  if (load_blocks (s, (uint64_t) st.st_size) == -1)
     return -1;
   if (!(be32_get (s->hdr.flags) & BITMAP_FLAG_CLEAN))
     log_info ("%s: not closed cleanly: %llu bytes marked (a superset of what "
@@ -293,17 +353,29 @@ load (struct bitmap_store *s)
   return 0;
 }
 
-/* Writes every block of ONDISK (after distrust() or a resize). */
+/* Writes every block of ONDISK (on creation, after distrust() or
+ * corrupt blocks, and on close), WRITE_BATCH blocks per pwrite. */
 static int
 write_all_blocks (struct bitmap_store *s)
 {
-  struct bitmap_block_disk blk;
+  uint32_t batch = s->nr_blocks < WRITE_BATCH ? s->nr_blocks : WRITE_BATCH, n;
+  struct bitmap_block_disk *buf = malloc ((size_t) batch * sizeof *buf);
 
-  for (uint32_t b = 0; b < s->nr_blocks; b++) {
-    encode_block (s->ondisk, b, &blk);
-    if (pwrite (s->fd, &blk, sizeof blk, (off_t) block_offset (b)) != (ssize_t) sizeof blk)
+  if (buf == NULL)
+    return error_set (ENOMEM, "%s: writing the blocks", s->path);
+  for (uint32_t b = 0; b < s->nr_blocks; b += n) {
+    size_t len;
+    n = s->nr_blocks - b < batch ? s->nr_blocks - b : batch;
+    len = (size_t) n * BITMAP_BLOCK;
+    for (uint32_t i = 0; i < n; i++)
+      encode_block (s->ondisk, b + i, &buf[i]);
+    errno = 0;
+    if (pwrite (s->fd, buf, len, (off_t) block_offset (b)) != (ssize_t) len) {
+      free (buf);
       return error_set (errno ? errno : EIO, "%s: writing block %u", s->path, b);
+    }
   }
+  free (buf);
   return 0;
 }
 
@@ -358,17 +430,74 @@ store_free (struct bitmap_store *s)
   free (s);
 }
 
+/* Makes the rename of a new file durable. */
+static int
+sync_dir (const char *path)
+{
+  const char *slash = strrchr (path, '/');
+  char *dir = slash ? strndup (path, slash == path ? 1 : (size_t) (slash - path))
+    : strdup (".");
+  int fd, r = 0;
+
+  if (dir == NULL)
+    return error_set (ENOMEM, "%s", path);
+  fd = open (dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd == -1 || fsync (fd) == -1)
+    r = error_set (errno, "%s: syncing its directory", path);
+  if (fd >= 0)
+    close (fd);
+  free (dir);
+  return r;
+}
+
+/* A new file appears whole or not at all: every block (an empty block
+ * is written like any other, since all zeroes is never valid) and a
+ * header go to PATH.new, which is made durable and renamed over PATH.
+ * A crash before the rename leaves no file, and the next start makes a
+ * new one: no write was accepted before this returned. */
+static int
+create_file (struct bitmap_store *s)
+{
+  char *tmp;
+  int r = -1;
+
+  if (asprintf (&tmp, "%s.new", s->path) == -1)
+    return error_set (ENOMEM, "%s", s->path);
+  s->fd = open (tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (s->fd == -1)
+    error_set (errno, "%s", tmp);
+  else if (write_all_blocks (s) == 0 && write_header (s, false) == 0) {
+    if (rename (tmp, s->path) == -1)
+      error_set (errno, "%s: renaming it to %s", tmp, s->path);
+    else
+      r = sync_dir (s->path);
+  }
+  if (r == -1 && s->fd >= 0)
+    unlink (tmp);
+  free (tmp);
+  return r;
+}
+
 static int
 open_file (struct bitmap_store *s, bool *created)
 {
   s->fd = open (s->path, O_RDWR | O_CLOEXEC);
-  *created = false;
-  if (s->fd == -1 && errno == ENOENT) {
-    s->fd = open (s->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    *created = true;
-  }
+  *created = s->fd == -1 && errno == ENOENT;
+  if (*created)
+    return create_file (s);
   if (s->fd == -1)
     return error_set (errno, "%s", s->path);
+  return 0;
+}
+
+/* An existing file, read and judged: only now may its length change.
+ * Its blocks are rewritten if any was not trusted (which also extends a
+ * short file); anything past the last block goes. */
+static int
+settle_file (struct bitmap_store *s)
+{
+  if (s->rewrite && write_all_blocks (s) == -1)
+    return -1;
   if (ftruncate (s->fd, (off_t) block_offset (s->nr_blocks)) == -1)
     return error_set (errno, "%s: ftruncate", s->path);
   return 0;
@@ -396,12 +525,11 @@ bitmap_store_open (const struct bitmap_store_opts *o, struct ioq *ioq)
   if (!s->path || !s->image_path || alloc_state (s) == -1
       || open_file (s, &created) == -1)
     goto err;
-  if (!created && load (s) == -1)
+  if (!created && (load (s) == -1 || settle_file (s) == -1))
     goto err;
   /* From now on the file may hold more than the live bitmap: clear
-   * the clean flag before any write is accepted.  (A new file is sparse:
-   * its zero blocks are valid and empty.) */
-  if ((s->rewrite && write_all_blocks (s) == -1) || write_header (s, false) == -1)
+   * the clean flag before any write is accepted. */
+  if (write_header (s, false) == -1)
     goto err;
   hbitmap_copy (dirty_bitmap_bits (s->live), s->ondisk);
   s->clear_timer = loop_add_timer (ioq_loop (ioq), CLEAR_DELAY_MS,

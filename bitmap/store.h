@@ -38,8 +38,11 @@
  *
  * A file that is corrupt or made for another image size or granularity
  * never yields a clean bitmap: the whole disk is marked dirty (or, in
- * strict mode, open fails).  A data block whose checksum fails marks its
- * own range dirty.  All of this is logged.
+ * strict mode, open fails).  A data block that is missing (the file is
+ * short), all zeroes, or fails its checksum or index marks its own
+ * range dirty (strict: open fails).  The file is judged before anything
+ * extends or rewrites it, and a new file is written whole, so a hole
+ * never reads as an empty block.  All of this is logged.
  *
  * Loop thread only.
  */

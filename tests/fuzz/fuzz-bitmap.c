@@ -5,23 +5,32 @@
  * An input is a bitmap file followed by CONTROL_LEN control bytes:
  *   byte 0   bits 0-2: the geometry the store is opened with — one of
  *            GEOMS, or (5-7) the image size and granularity the file's
- *            first header slot claims, when sane; bit 3: strict mode
+ *            first header slot claims, when sane; bit 3: strict mode;
+ *            bit 4: abandon the writes; bit 5: no file (the store
+ *            creates one)
  *   1-6      three writes (offset, length) through begin/end_write
  *   7        a clear from that 256th of the disk to the end (0: none)
  * The file is written to a private tmpfs directory and opened.
  *
  * What must hold, whatever the file holds:
- *   - a non-strict open never fails (only strict mode may refuse);
+ *   - a non-strict open never fails; a strict one fails exactly when
+ *     the file is not wholly valid (below);
  *   - never silently clean: without a valid header for this geometry,
- *     every granule is dirty after opening;
+ *     every granule is dirty after opening; with one, every granule of
+ *     a data block that is missing (the file is short), all zeroes, or
+ *     fails its crc or index is dirty, and every bit a valid block
+ *     holds is dirty;
+ *   - a file the store creates reads all clean;
  *   - each write's range is dirty after it ends;
- *   - close succeeds, and the file it leaves opens in strict mode with
- *     exactly the bits the store had (the clean-close round trip).
- * A failure aborts.  The harness reads the header itself (crc and
- * magic), independently of store.c, for the second check.
+ *   - close succeeds and leaves a whole file (header, every block
+ *     valid, none missing), which opens in strict mode with exactly the
+ *     bits the store had (the clean-close round trip).
+ * A failure aborts.  The harness judges the file itself (magic,
+ * version, crc, geometry, each block), independently of store.c.
  */
 #include <config.h>
 
+#include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -59,7 +68,7 @@ static const struct geom {
 
 static struct loop *loop;
 static struct ioq *ioq;
-static char dir[64], path[96];
+static char dir[64], path[96], tmp_path[112];
 static unsigned opened, refused, trusted;
 
 static void
@@ -73,6 +82,7 @@ static void
 cleanup (void)
 {
   unlink (path);
+  unlink (tmp_path);            /* a creation that failed half-way */
   rmdir (dir);
 }
 
@@ -87,6 +97,7 @@ LLVMFuzzerInitialize (int *argc, char ***argv)
     abort ();
   }
   snprintf (path, sizeof path, "%s/e.bitmap", dir);
+  snprintf (tmp_path, sizeof tmp_path, "%s.new", path);
   atexit (cleanup);
   loop = loop_new ();
   ioq = loop ? ioq_new (loop, 16, 1) : NULL;
@@ -95,11 +106,20 @@ LLVMFuzzerInitialize (int *argc, char ***argv)
   return 0;
 }
 
+/* ceil (A / B), which cannot wrap: a header may claim any size, and
+ * (size + g - 1) / g of a size near 2^64 is tiny — the harness then
+ * took a geometry the store rightly refuses (EFBIG) for a sane one. */
+static uint64_t
+div_round_up (uint64_t a, uint64_t b)
+{
+  return a / b + (a % b != 0);
+}
+
 static bool
 sane (uint64_t size, uint32_t g)
 {
   return size > 0 && g >= 4096 && g <= (64u << 20) && (g & (g - 1)) == 0
-    && (size + g - 1) / g <= MAX_BITS;
+    && div_round_up (size, g) <= MAX_BITS;
 }
 
 static struct geom
@@ -124,7 +144,8 @@ best_header (const uint8_t *file, size_t len)
   for (unsigned i = 0; i < BITMAP_HEADER_SLOTS; i++) {
     const struct bitmap_header_disk *hd = (const void *) (file + i * BITMAP_BLOCK);
     if (len < (i + 1) * BITMAP_BLOCK || memcmp (hd->magic, BITMAP_MAGIC, 8) != 0
-        || be32_get (hd->version) != BITMAP_VERSION
+        || (be32_get (hd->version) != BITMAP_VERSION
+            && be32_get (hd->version) != BITMAP_VERSION_SPARSE)
         || be32_get (hd->crc) != (uint32_t) crc32 (0, (const void *) hd, BITMAP_BLOCK - 4))
       continue;
     if (best == NULL || be64_get (hd->sequence) > be64_get (best->sequence))
@@ -133,17 +154,65 @@ best_header (const uint8_t *file, size_t len)
   return best;
 }
 
+static uint64_t
+geom_bits (struct geom g)
+{
+  return div_round_up (g.size, g.granularity);
+}
+
+static uint32_t
+geom_blocks (struct geom g)
+{
+  uint64_t blocks = div_round_up (geom_bits (g), BITMAP_BITS_PER_BLOCK);
+  return blocks ? (uint32_t) blocks : 1;
+}
+
 static bool
 header_fits (const struct bitmap_header_disk *hd, struct geom g)
 {
-  uint64_t bits = (g.size + g.granularity - 1) / g.granularity;
-  uint32_t blocks = (uint32_t) ((bits + BITMAP_BITS_PER_BLOCK - 1) / BITMAP_BITS_PER_BLOCK);
-
   return hd && be64_get (hd->image_size) == g.size
     && be32_get (hd->granularity) == g.granularity
-    && be64_get (hd->nr_bits) == bits
-    && be32_get (hd->nr_blocks) == (blocks ? blocks : 1)
+    && be64_get (hd->nr_bits) == geom_bits (g)
+    && be32_get (hd->nr_blocks) == geom_blocks (g)
     && be32_get (hd->words_per_block) == BITMAP_WORDS_PER_BLOCK;
+}
+
+/* Data block B of FILE, if the file holds all of it. */
+static const uint8_t *
+file_block (const uint8_t *file, size_t len, uint32_t b)
+{
+  size_t off = (BITMAP_HEADER_SLOTS + (size_t) b) * BITMAP_BLOCK;
+
+  return len >= off + BITMAP_BLOCK ? file + off : NULL;
+}
+
+/* The format's rule for a data block: present, not all zeroes (never
+ * valid, whatever the crc field says), its own index, its crc. */
+static bool
+block_valid (const uint8_t *blk, uint32_t b)
+{
+  struct bitmap_block_disk d;
+  bool zero = true;
+
+  if (blk == NULL)
+    return false;
+  for (size_t i = 0; i < BITMAP_BLOCK && zero; i++)
+    zero = blk[i] == 0;
+  memcpy (&d, blk, sizeof d);
+  return !zero && be32_get (d.index) == b
+    && be32_get (d.crc) == (uint32_t) crc32 (0, blk, BITMAP_BLOCK - 4);
+}
+
+/* Is FILE wholly valid for G: a fitting header and every block valid? */
+static bool
+file_valid (const uint8_t *file, size_t len, struct geom g)
+{
+  if (!header_fits (best_header (file, len), g))
+    return false;
+  for (uint32_t b = 0; b < geom_blocks (g); b++)
+    if (!block_valid (file_block (file, len, b), b))
+      return false;
+  return true;
 }
 
 static struct bitmap_store *
@@ -166,6 +235,70 @@ write_file (const uint8_t *data, size_t len)
     abort ();
   }
   close (fd);
+}
+
+/* ---- What an open must give ---- */
+
+/* The bits of word W that lie inside a bitmap of NBITS bits. */
+static uint64_t
+word_mask (uint64_t w, uint64_t nbits)
+{
+  uint64_t first = w * 64;
+
+  if (first >= nbits)
+    return 0;
+  return nbits - first >= 64 ? UINT64_MAX : (UINT64_C (1) << (nbits - first)) - 1;
+}
+
+/* Never silently clean, block by block: an untrusted block's granules
+ * are all dirty, a valid block's bits are all kept. */
+static void
+check_blocks (const uint8_t *file, size_t len, struct geom g,
+              const uint64_t *live, uint64_t nbits)
+{
+  for (uint32_t b = 0; b < geom_blocks (g); b++) {
+    const uint8_t *blk = file_block (file, len, b);
+    bool valid = block_valid (blk, b);
+    for (uint32_t i = 0; i < BITMAP_WORDS_PER_BLOCK; i++) {
+      uint64_t w = (uint64_t) b * BITMAP_WORDS_PER_BLOCK + i, fw;
+      uint64_t mask = word_mask (w, nbits);
+      if (mask == 0)
+        break;
+      if (!valid) {
+        if ((live[w] & mask) != mask)
+          fail ("an untrusted data block (missing, zero or corrupt) left clean bits");
+        continue;
+      }
+      memcpy (&fw, blk + 8 * i, 8);
+      if (le64toh (fw) & mask & ~live[w])
+        fail ("a bit set in a valid data block was dropped");
+    }
+  }
+}
+
+static uint64_t *snapshot (struct bitmap_store *s, uint64_t *nwords);
+
+static void
+check_open (struct bitmap_store *s, const uint8_t *file, size_t len,
+            struct geom g, bool created)
+{
+  struct hbitmap *hb = dirty_bitmap_bits (bitmap_store_live (s));
+  uint64_t n, *live;
+
+  if (created) {
+    if (hbitmap_count (hb) != 0)
+      fail ("a new file is not clean");
+    return;
+  }
+  if (!header_fits (best_header (file, len), g)) {
+    if (hbitmap_count (hb) != hbitmap_size (hb))
+      fail ("a file without a fitting header left clean bits");
+    return;
+  }
+  trusted++;
+  live = snapshot (s, &n);
+  check_blocks (file, len, g, live, hbitmap_size (hb));
+  free (live);
 }
 
 /* ---- Writes through the store ---- */
@@ -262,6 +395,25 @@ snapshot (struct bitmap_store *s, uint64_t *nwords)
   return w;
 }
 
+/* What close wrote is whole: a fitting header and every block. */
+static void
+check_closed_file (struct geom g)
+{
+  static uint8_t buf[MAX_FILE];
+  uint64_t want = (BITMAP_HEADER_SLOTS + (uint64_t) geom_blocks (g)) * BITMAP_BLOCK;
+  int fd = open (path, O_RDONLY | O_CLOEXEC);
+  ssize_t n;
+
+  if (fd == -1 || want > sizeof buf)
+    fail ("reading the closed file");
+  n = pread (fd, buf, sizeof buf, 0);
+  close (fd);
+  if (n != (ssize_t) want)
+    fail ("close left a file of the wrong length");
+  if (!file_valid (buf, (size_t) n, g))
+    fail ("close left a file that is not wholly valid");
+}
+
 static void
 close_reopen (struct bitmap_store *s, struct geom g)
 {
@@ -270,6 +422,7 @@ close_reopen (struct bitmap_store *s, struct geom g)
   if (bitmap_store_close (s) == -1)
     fail ("close failed");
   settle ();
+  check_closed_file (g);
   s = open_store (g, true);
   if (s == NULL)
     fail ("the file close wrote is refused in strict mode");
@@ -290,27 +443,31 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   size_t flen = size > CONTROL_LEN ? size - CONTROL_LEN : 0;
   struct bitmap_store *s;
   struct geom g;
-  bool strict;
+  bool strict, created;
 
   if (flen > MAX_FILE)
     return -1;
   memcpy (c, data + flen, size - flen);
   g = pick_geometry (data, flen, c[0]);
   strict = c[0] & 8;
-  write_file (data, flen);
+  created = c[0] & 32;
+  if (created)
+    unlink (path);
+  else
+    write_file (data, flen);
   s = open_store (g, strict);
   if (s == NULL) {
     if (!strict)
       fail ("a non-strict open failed");
+    if (created || file_valid (data, flen, g))
+      fail ("strict mode refused a valid file");
     refused++;
     return 0;
   }
+  if (strict && !created && !file_valid (data, flen, g))
+    fail ("strict mode accepted a file that is not wholly valid");
   opened++;
-  if (header_fits (best_header (data, flen), g))
-    trusted++;
-  else if (hbitmap_count (dirty_bitmap_bits (bitmap_store_live (s)))
-           != hbitmap_size (dirty_bitmap_bits (bitmap_store_live (s))))
-    fail ("a file without a fitting header left clean bits");
+  check_open (s, data, flen, g, created);
   do_writes (s, g, c + 1, c[0] & 16);
   if (c[7])
     bitmap_store_clear (s, g.size / 256 * c[7], 0);

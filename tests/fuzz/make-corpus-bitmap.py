@@ -20,11 +20,11 @@ def sealed(body):
     return body + struct.pack(">I", zlib.crc32(body))
 
 
-def header(seq, size, gran, flags=0, path=b"/img/disk.img"):
+def header(seq, size, gran, flags=0, path=b"/img/disk.img", version=2):
     bits = (size + gran - 1) // gran
     blocks = max(1, (bits + BITS - 1) // BITS)
-    h = b"MRDBITMP" + struct.pack(">IIQQIIQII", 1, BLOCK, seq, size, gran, flags,
-                                  bits, blocks, WORDS)
+    h = b"MRDBITMP" + struct.pack(">IIQQIIQII", version, BLOCK, seq, size, gran,
+                                  flags, bits, blocks & 0xffffffff, WORDS)
     h += struct.pack(">QQ4QII", 7, 7, 0, 0, 0, 0, 0, 0)
     h += struct.pack(">I", len(path)) + path.ljust(1024, b"\0")
     return sealed(h)
@@ -40,8 +40,10 @@ def block(index, set_bits=(), crc_ok=True, stated_index=None):
     return blk if crc_ok else blk[:-1] + bytes([blk[-1] ^ 0xff])
 
 
-def control(geom, strict=False, writes=(0, 0, 128, 3, 255, 255), clear=0):
-    return bytes([geom | (8 if strict else 0), *writes, clear])
+def control(geom, strict=False, writes=(0, 0, 128, 3, 255, 255), clear=0,
+            no_file=False):
+    return bytes([geom | (8 if strict else 0) | (32 if no_file else 0), *writes,
+                  clear])
 
 
 MiB, GiB = 1 << 20, 1 << 30
@@ -77,6 +79,39 @@ SEEDS = {
     + block(0, (1,), crc_ok=False) + control(0, strict=True),
     "empty-file": control(1),
     "not-a-bitmap": bytes(range(256)) * 40 + control(0),
+    # No file: the store creates one (whole, every block written).
+    "new-file": control(2, no_file=True),
+    "new-file-strict": control(4, strict=True, no_file=True),
+    # Damage that must never read clean (geometry 2: 3 GiB, two blocks).
+    # Truncated to 8 KiB: both headers, no data block.
+    "truncated-8k": header(6, 3 * GiB, 65536) + header(7, 3 * GiB, 65536)
+    + control(2),
+    "truncated-8k-strict": header(6, 3 * GiB, 65536, CLEAN) + control(2, strict=True),
+    # Cut inside the second block.
+    "truncated-in-block": header(2, 3 * GiB, 65536, CLEAN) + bytes(BLOCK)
+    + block(0, (3, 4)) + block(1, (1,))[:1000] + control(2),
+    # One block zeroed: all zeroes is never a valid empty block.
+    "zeroed-block": header(2, 3 * GiB, 65536, CLEAN) + bytes(BLOCK)
+    + block(0, (5, 6)) + bytes(BLOCK) + control(2),
+    "zeroed-block-strict": header(2, 3 * GiB, 65536, CLEAN) + bytes(BLOCK)
+    + bytes(BLOCK) + block(1, (7,)) + control(2, strict=True),
+    # A broken crc in the last block.
+    "bad-crc-last-block": header(2, 3 * GiB, 65536) + bytes(BLOCK)
+    + block(0, (9,)) + block(1, (BITS + 1 - BITS,), crc_ok=False) + control(2),
+    # Longer than it should be: the rest is ignored (and cut off).
+    "longer-file": header(3, GiB, 65536, CLEAN) + bytes(BLOCK) + block(0, (11,))
+    + bytes(range(256)) * 16 + control(1, strict=True),
+    # Version 1 (sparse: an all-zero block was empty) is converted: its
+    # valid blocks are kept, its zero blocks are dirty.
+    "version-1-sparse": header(4, 3 * GiB, 65536, CLEAN, version=1) + bytes(BLOCK)
+    + block(0, (12,)) + bytes(BLOCK) + control(2),
+    "version-1-truncated": header(6, 3 * GiB, 65536, version=1)
+    + header(7, 3 * GiB, 65536, version=1) + control(2),
+    "version-1-whole-strict": header(4, 3 * GiB, 65536, CLEAN, version=1)
+    + bytes(BLOCK) + block(0, (13,)) + block(1, (14,)) + control(2, strict=True),
+    # The harness once took a size near 2^64 for a sane geometry (its
+    # own round-up wrapped) and counted the store's refusal as a crash.
+    "crash-harness-size-near-2-64": header(1, (1 << 64) - 1, 65536) + control(5),
 }
 
 

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* The persistent store: write intent, persistence round trip, clean and
- * unclean files, corruption and mismatches. */
+ * unclean files, corruption (short files, zeroed blocks, bad checksums,
+ * version 1 files) and mismatches. */
 #include <config.h>
 
 #include <errno.h>
@@ -12,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <zlib.h>
+#include <sys/stat.h>
 #include <cmocka.h>
 
 #include "bitmap/format.h"
@@ -213,6 +216,213 @@ test_mismatch (void **state)
   assert_null (open_store (SIZE, 2 * G, true));
 }
 
+/* ---- Damage that must never read clean ---- */
+
+#define PER_BLOCK ((uint64_t) BITMAP_BITS_PER_BLOCK * G)
+#define BIG (SIZE * 8)            /* 8 GiB: 5 data blocks, the last one short */
+
+static void
+file_truncate (off_t len)
+{
+  assert_int_equal (truncate (path, len), 0);
+}
+
+static void
+zero_block (uint32_t b)
+{
+  static const uint8_t zero[BITMAP_BLOCK];
+  int fd = open (path, O_WRONLY);
+
+  assert_true (fd >= 0);
+  assert_int_equal (pwrite (fd, zero, sizeof zero, (off_t) (2 + b) * BITMAP_BLOCK),
+                    (ssize_t) sizeof zero);
+  close (fd);
+}
+
+/* Writes into blocks 0, 1 and 3 of BIG, closed cleanly. */
+static void
+make_big (void)
+{
+  struct bitmap_store *s;
+
+  unlink (path);
+  s = open_store (BIG, G, false);
+  assert_non_null (s);
+  write_range (s, 0, 1);
+  write_range (s, PER_BLOCK + 5 * G, 1);
+  write_range (s, 3 * PER_BLOCK + 10, 1);
+  assert_int_equal (bitmap_store_close (s), 0);
+}
+
+static bool
+all_dirty (const struct dirty_bitmap *live, uint64_t off, uint64_t len)
+{
+  uint64_t start, n;
+
+  return dirty_bitmap_next_dirty (live, off, len, &start, &n) == 0
+    && start == off && n == len;
+}
+
+/* Opened non-strict: the three writes are dirty, and so is every
+ * granule of the blocks in BAD (a bit mask), nothing else. */
+static void
+expect_damage (unsigned bad)
+{
+  struct bitmap_store *s = open_store (BIG, G, false);
+  struct dirty_bitmap *live;
+  uint64_t want = 0;
+
+  assert_non_null (s);
+  live = bitmap_store_live (s);
+  assert_true (dirty_bitmap_is_dirty (live, 0, 1));
+  assert_true (dirty_bitmap_is_dirty (live, PER_BLOCK + 5 * G, 1));
+  assert_true (dirty_bitmap_is_dirty (live, 3 * PER_BLOCK + 10, 1));
+  for (unsigned b = 0; b < 5; b++) {
+    uint64_t len = b == 4 ? BIG - 4 * PER_BLOCK : PER_BLOCK;
+    if (bad & (1u << b)) {
+      want += len;
+      assert_true (all_dirty (live, b * PER_BLOCK, len));
+    }
+    else
+      want += (b == 0 || b == 1 || b == 3) ? G : 0;
+  }
+  assert_int_equal (bitmap_store_dirty_bytes (s), want);
+  assert_int_equal (bitmap_store_close (s), 0);
+  /* Repaired: a strict open takes what that close wrote. */
+  s = open_store (BIG, G, true);
+  assert_non_null (s);
+  assert_int_equal (bitmap_store_dirty_bytes (s), want);
+  assert_int_equal (bitmap_store_close (s), 0);
+}
+
+static void
+expect_strict_refusal (const char *why)
+{
+  assert_null (open_store (BIG, G, true));
+  assert_non_null (strstr (error_get (), "strict"));
+  assert_non_null (strstr (error_get (), why));
+}
+
+/* A file shorter than its header says: the missing blocks are dirty,
+ * whether it ends before the first data block or inside one. */
+static void
+test_short_file (void **state)
+{
+  struct stat st;
+
+  make_big ();
+  file_truncate (2 * BITMAP_BLOCK);               /* 8 KiB: headers only */
+  expect_strict_refusal ("past the end of the file");
+  expect_damage (0x1f);
+  assert_int_equal (stat (path, &st), 0);         /* whole again */
+  assert_int_equal (st.st_size, 7 * BITMAP_BLOCK);
+
+  make_big ();
+  file_truncate (4 * BITMAP_BLOCK + 1000);        /* inside block 2 */
+  expect_strict_refusal ("past the end of the file");
+  expect_damage (0x1c);
+}
+
+/* An all-zero block is never a valid empty one. */
+static void
+test_zero_block (void **state)
+{
+  make_big ();
+  zero_block (1);
+  expect_strict_refusal ("all zeroes");
+  expect_damage (0x02);
+  make_big ();
+  zero_block (2);                                 /* no write in it */
+  expect_damage (0x04);
+}
+
+static void
+test_bad_checksum (void **state)
+{
+  make_big ();
+  corrupt (2 * BITMAP_BLOCK + 4 * BITMAP_BLOCK + BITMAP_BLOCK - 8);   /* block 4 */
+  expect_strict_refusal ("bad checksum");
+  expect_damage (0x10);
+}
+
+/* Rewrites every valid header slot as version 1. */
+static void
+make_version_1 (void)
+{
+  struct bitmap_header_disk h;
+  int fd = open (path, O_RDWR);
+
+  assert_true (fd >= 0);
+  for (unsigned i = 0; i < BITMAP_HEADER_SLOTS; i++) {
+    assert_int_equal (pread (fd, &h, sizeof h, i * BITMAP_BLOCK), (ssize_t) sizeof h);
+    if (be32_get (h.crc) != (uint32_t) crc32 (0, (const void *) &h, BITMAP_BLOCK - 4))
+      continue;
+    h.version = be32_put (BITMAP_VERSION_SPARSE);
+    h.crc = be32_put ((uint32_t) crc32 (0, (const void *) &h, BITMAP_BLOCK - 4));
+    assert_int_equal (pwrite (fd, &h, sizeof h, i * BITMAP_BLOCK), (ssize_t) sizeof h);
+  }
+  close (fd);
+}
+
+static uint32_t
+file_version (void)
+{
+  struct bitmap_header_disk h[2];
+  int fd = open (path, O_RDONLY);
+  unsigned best;
+
+  assert_true (fd >= 0);
+  assert_int_equal (pread (fd, h, sizeof h, 0), (ssize_t) sizeof h);
+  close (fd);
+  best = be64_get (h[1].sequence) > be64_get (h[0].sequence);
+  return be32_get (h[best].version);
+}
+
+/* Version 1 is converted: its valid blocks are kept, its zero blocks
+ * (version 1's empty ones, or damage: no telling) are dirty. */
+static void
+test_version_1 (void **state)
+{
+  make_big ();
+  make_version_1 ();
+  zero_block (2);
+  expect_strict_refusal ("version 1");
+  expect_damage (0x04);
+  assert_int_equal (file_version (), BITMAP_VERSION);
+  /* Without zero blocks, even strict mode converts it. */
+  make_big ();
+  make_version_1 ();
+  struct bitmap_store *s = open_store (BIG, G, true);
+  assert_non_null (s);
+  assert_int_equal (bitmap_store_dirty_bytes (s), 3 * G);
+  assert_int_equal (bitmap_store_close (s), 0);
+  assert_int_equal (file_version (), BITMAP_VERSION);
+}
+
+/* A new file is written whole (no hole reads as a valid block) and
+ * appears under its name only then. */
+static void
+test_new_file_whole (void **state)
+{
+  char tmp[160];
+  struct stat st;
+  struct bitmap_store *s;
+
+  unlink (path);
+  s = open_store (BIG, G, false);
+  assert_non_null (s);
+  assert_int_equal (stat (path, &st), 0);
+  assert_int_equal (st.st_size, 7 * BITMAP_BLOCK);
+  assert_true ((uint64_t) st.st_blocks * 512 >= 7 * BITMAP_BLOCK);
+  snprintf (tmp, sizeof tmp, "%s.new", path);
+  assert_int_equal (access (tmp, F_OK), -1);
+  assert_int_equal (bitmap_store_close (s), 0);
+  s = open_store (BIG, G, true);
+  assert_non_null (s);
+  assert_int_equal (bitmap_store_dirty_bytes (s), 0);
+  assert_int_equal (bitmap_store_close (s), 0);
+}
+
 static void
 stop_loop (void *opaque)
 {
@@ -326,6 +536,11 @@ main (void)
     cmocka_unit_test (test_one_torn_slot),
     cmocka_unit_test (test_corrupt_block),
     cmocka_unit_test (test_mismatch),
+    cmocka_unit_test (test_short_file),
+    cmocka_unit_test (test_zero_block),
+    cmocka_unit_test (test_bad_checksum),
+    cmocka_unit_test (test_version_1),
+    cmocka_unit_test (test_new_file_whole),
     cmocka_unit_test (test_lazy_clear_keeps_inflight),
     cmocka_unit_test (test_activity_set),
   };
