@@ -137,8 +137,9 @@ struct image {
 };
 
 /* Opens PATH.  Returns NULL with error_set() on failure: a missing
- * file, a format we refuse (the message names the feature), or a
- * format that does not match FORMAT. */
+ * file, a format we refuse (the message names the feature), a format
+ * that does not match FORMAT, or an image locked by another user
+ * (EBUSY: QEMU-compatible locks, lock.h; backing files included). */
 struct image *image_open (const char *path, enum image_format format,
                           bool readonly, enum image_cache cache,
                           struct ioq *ioq);
