@@ -19,6 +19,8 @@ static struct {
   char *state_dir;
   struct list exports;
   unsigned count;
+  unsigned draining;            /* removed, not yet freed */
+  void (*on_drained) (void);
 } reg = { .exports = LIST_INIT (reg.exports) };
 
 int
@@ -266,7 +268,24 @@ export_unref (struct export *e)
     log_err ("export %s: %s", e->spec.name, error_get ());
   image_close (e->img);
   export_spec_clear (&e->spec);
+  if (e->removed) {
+    reg.draining--;
+    if (reg.on_drained)
+      reg.on_drained ();
+  }
   free (e);
+}
+
+unsigned
+export_draining (void)
+{
+  return reg.draining;
+}
+
+void
+export_on_drained (void (*fn) (void))
+{
+  reg.on_drained = fn;
 }
 
 static void
@@ -277,6 +296,7 @@ unregister (struct export *e)
   e->removed = true;
   list_del (&e->node);
   reg.count--;
+  reg.draining++;
   mirror_cancel (e->mirror, false);   /* the export is gone: so is the job */
   /* Clients finish what they sent, then disconnect; each drops its
    * reference on the way out. */

@@ -140,6 +140,11 @@ int export_accept_peer (struct export *e, const char *name, char *why,
  * context); -1 if it has no peer. */
 int export_peer_state (struct export *e, char *buf, size_t len);
 void export_remove_all (void);
+/* Removed exports whose clients are still finishing (their images
+ * still open).  FN (NULL: none) is called each time one of them is
+ * freed, from inside export_unref(): it should only defer its work. */
+unsigned export_draining (void);
+void export_on_drained (void (*fn) (void));
 /* Iteration in creation order. */
 struct export *export_first (void);
 struct export *export_next (struct export *e);
