@@ -789,6 +789,7 @@ probe_fd (struct image *img, struct raw *r)
 
   if (fstat (r->fd, &st) == -1)
     return error_set (errno, "%s: fstat", img->path);
+  image_file_id_from_stat (&st, &img->file_id);
   if (S_ISBLK (st.st_mode)) {
     int ssz = 512;
     img->is_blockdev = true;

@@ -195,6 +195,8 @@ export_add (const struct export_spec *spec, bool from_config)
     error_set (EEXIST, "export %s already exists", spec->name);
     return NULL;
   }
+  if (export_check_file (spec) == -1)
+    return NULL;
   e = calloc (1, sizeof *e);
   if (e == NULL) {
     error_set (ENOMEM, "allocating export");

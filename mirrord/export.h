@@ -145,6 +145,10 @@ void export_remove_all (void);
  * freed, from inside export_unref(): it should only defer its work. */
 unsigned export_draining (void);
 void export_on_drained (void (*fn) (void));
+
+/* Identity (export-identity.c).  One file, one export: -1 with
+ * error_set() when SPEC's file is already exported. */
+int export_check_file (const struct export_spec *spec);
 /* Iteration in creation order. */
 struct export *export_first (void);
 struct export *export_next (struct export *e);
