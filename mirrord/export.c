@@ -222,6 +222,7 @@ export_add (const struct export_spec *spec, bool from_config)
     free (e);
     return NULL;
   }
+  export_identity_init (e);
   e->refs = 1;                  /* the registry's */
   e->from_config = from_config;
   list_init (&e->clients);
