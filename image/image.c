@@ -56,6 +56,37 @@ image_cache_parse (const char *s, enum image_cache *out)
   return 0;
 }
 
+void
+image_file_id_from_stat (const struct stat *st, struct image_file_id *id)
+{
+  if (S_ISBLK (st->st_mode)) {
+    id->dev = st->st_rdev;
+    id->ino = 0;
+  }
+  else {
+    id->dev = st->st_dev;
+    id->ino = st->st_ino;
+  }
+}
+
+int
+image_file_id_of (const char *path, struct image_file_id *id)
+{
+  struct stat st;
+
+  if (stat (path, &st) == -1)
+    return error_set (errno, "%s", path);
+  image_file_id_from_stat (&st, id);
+  return 0;
+}
+
+bool
+image_file_id_equal (const struct image_file_id *a,
+                     const struct image_file_id *b)
+{
+  return a->dev == b->dev && a->ino == b->ino;
+}
+
 /* Reads the first bytes of PATH to tell qcow2 from raw.  Only files
  * and block devices are images; O_NONBLOCK so that a FIFO cannot stall
  * the daemon in open(). */

@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 
 #include "common/ioq.h"
 #include "common/loop.h"
@@ -78,6 +79,19 @@ int image_extents_add (struct image_extents *e, uint64_t offset,
 void image_extents_reset (struct image_extents *e);
 void image_extents_free (struct image_extents *e);
 
+/* Which file an image is: every name of one file (symlinks, hard
+ * links) or of one block device (any device node) gives the same id. */
+struct image_file_id {
+  dev_t dev;                    /* st_dev; a block device's st_rdev */
+  ino_t ino;                    /* st_ino; 0 for a block device */
+};
+
+void image_file_id_from_stat (const struct stat *st, struct image_file_id *id);
+/* -1 with error_set() when PATH cannot be stat()ed. */
+int image_file_id_of (const char *path, struct image_file_id *id);
+bool image_file_id_equal (const struct image_file_id *a,
+                          const struct image_file_id *b);
+
 struct image;
 struct image_io;
 typedef void (*image_done_fn) (struct image_io *io, int err);
@@ -130,6 +144,7 @@ struct image {
   bool readonly;
   bool is_blockdev;
   enum image_cache cache;
+  struct image_file_id file_id;
   bool direct;                  /* O_DIRECT in use */
   uint32_t align;               /* requests so aligned avoid a bounce */
   struct ioq *ioq;
@@ -137,8 +152,9 @@ struct image {
 };
 
 /* Opens PATH.  Returns NULL with error_set() on failure: a missing
- * file, a format we refuse (the message names the feature), or a
- * format that does not match FORMAT. */
+ * file, a format we refuse (the message names the feature), a format
+ * that does not match FORMAT, or an image locked by another user
+ * (EBUSY: QEMU-compatible locks, lock.h; backing files included). */
 struct image *image_open (const char *path, enum image_format format,
                           bool readonly, enum image_cache cache,
                           struct ioq *ioq);

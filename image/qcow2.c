@@ -1232,6 +1232,7 @@ setup (struct image *img, struct qcow2 *q, enum image_cache cache)
   if (!S_ISREG (st.st_mode))
     return error_set (EINVAL, "%s: qcow2 images must be regular files",
                       img->path);
+  image_file_id_from_stat (&st, &img->file_id);
   q->file_size = (uint64_t) st.st_size;
   if (read_header (q, img->path) == -1)
     return -1;

@@ -26,6 +26,9 @@
  * Allocation.  base:allocation comes from SEEK_DATA/SEEK_HOLE.  A file
  * whose blocks cover its whole size at open is "fully allocated" and
  * skips the lseek calls until the first TRIM or ZERO punches a hole.
+ *
+ * Locks.  The descriptor carries QEMU-compatible image locks (lock.h)
+ * from open to close: one writer per image, whoever it is.
  */
 #include <config.h>
 
@@ -45,12 +48,14 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "image.h"
+#include "lock.h"
 
 #define DEFAULT_ALIGN 4096u
 #define ZERO_CHUNK (1u << 20)
 
 struct raw {
   int fd;
+  struct image_lock lock;
   bool fully_allocated;
   bool no_nowait_read;          /* the kernel refused RWF_NOWAIT */
   bool no_nowait_write;
@@ -731,6 +736,7 @@ raw_close (struct image *img)
 {
   struct raw *r = raw_of (img);
 
+  image_lock_release (&r->lock);
   if (r->fd >= 0)
     close (r->fd);
   free (r);
@@ -783,6 +789,7 @@ probe_fd (struct image *img, struct raw *r)
 
   if (fstat (r->fd, &st) == -1)
     return error_set (errno, "%s: fstat", img->path);
+  image_file_id_from_stat (&st, &img->file_id);
   if (S_ISBLK (st.st_mode)) {
     int ssz = 512;
     img->is_blockdev = true;
@@ -800,6 +807,17 @@ probe_fd (struct image *img, struct raw *r)
   img->align = img->direct ? file_dio_align (r->fd) : 1;
   r->fully_allocated = (uint64_t) st.st_blocks * 512 >= img->size;
   return 0;
+}
+
+/* On the descriptor the image keeps (after any reopen without
+ * O_DIRECT): a qcow2 image's file grows as clusters are allocated. */
+static int
+lock (struct image *img, struct raw *r, bool child)
+{
+  unsigned perm, unshared;
+
+  image_lock_perms (img->readonly, child, &perm, &unshared);
+  return image_lock_acquire (&r->lock, r->fd, img->path, perm, unshared);
 }
 
 /* CHILD: the file under a qcow2 image.  It grows as clusters are
@@ -867,6 +885,8 @@ open_common (const char *path, bool readonly, enum image_cache cache,
   }
   if (child)
     r->fully_allocated = true;  /* no block status asked of it */
+  if (lock (img, r, child) == -1)
+    goto err;
   return img;
 
  err:

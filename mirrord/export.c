@@ -19,6 +19,8 @@ static struct {
   char *state_dir;
   struct list exports;
   unsigned count;
+  unsigned draining;            /* removed, not yet freed */
+  void (*on_drained) (void);
 } reg = { .exports = LIST_INIT (reg.exports) };
 
 int
@@ -193,6 +195,8 @@ export_add (const struct export_spec *spec, bool from_config)
     error_set (EEXIST, "export %s already exists", spec->name);
     return NULL;
   }
+  if (export_check_file (spec) == -1)
+    return NULL;
   e = calloc (1, sizeof *e);
   if (e == NULL) {
     error_set (ENOMEM, "allocating export");
@@ -218,6 +222,7 @@ export_add (const struct export_spec *spec, bool from_config)
     free (e);
     return NULL;
   }
+  export_identity_init (e);
   e->refs = 1;                  /* the registry's */
   e->from_config = from_config;
   list_init (&e->clients);
@@ -266,7 +271,24 @@ export_unref (struct export *e)
     log_err ("export %s: %s", e->spec.name, error_get ());
   image_close (e->img);
   export_spec_clear (&e->spec);
+  if (e->removed) {
+    reg.draining--;
+    if (reg.on_drained)
+      reg.on_drained ();
+  }
   free (e);
+}
+
+unsigned
+export_draining (void)
+{
+  return reg.draining;
+}
+
+void
+export_on_drained (void (*fn) (void))
+{
+  reg.on_drained = fn;
 }
 
 static void
@@ -277,6 +299,7 @@ unregister (struct export *e)
   e->removed = true;
   list_del (&e->node);
   reg.count--;
+  reg.draining++;
   mirror_cancel (e->mirror, false);   /* the export is gone: so is the job */
   /* Clients finish what they sent, then disconnect; each drops its
    * reference on the way out. */

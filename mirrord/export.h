@@ -82,9 +82,12 @@ struct export_client {
 struct mirror;
 struct ha;
 
+#define EXPORT_INSTANCE_BYTES 16
+
 struct export {
   struct export_spec spec;
   struct image *img;
+  char instance[2 * EXPORT_INSTANCE_BYTES + 1];  /* export-identity.c */
   struct mirror *mirror;        /* the mirror job, or NULL */
   struct ha *ha;                /* the HA pair, with peer=; or NULL */
   char *state_prefix;           /* STATE_DIR/NAME: its files' prefix */
@@ -140,6 +143,23 @@ int export_accept_peer (struct export *e, const char *name, char *why,
  * context); -1 if it has no peer. */
 int export_peer_state (struct export *e, char *buf, size_t len);
 void export_remove_all (void);
+/* Removed exports whose clients are still finishing (their images
+ * still open).  FN (NULL: none) is called each time one of them is
+ * freed, from inside export_unref(): it should only defer its work. */
+unsigned export_draining (void);
+void export_on_drained (void (*fn) (void));
+
+/* Identity (export-identity.c).  One file, one export: -1 with
+ * error_set() when SPEC's file is already exported. */
+int export_check_file (const struct export_spec *spec);
+/* A new random instance id for E. */
+void export_identity_init (struct export *e);
+/* E's NBD description, with its instance id (fits in
+ * EXPORT_DESCRIPTION_MAX with any valid name). */
+#define EXPORT_DESCRIPTION_MAX 384
+void export_describe (const struct export *e, char *buf, size_t len);
+/* Does DESC, a target's NBD description, carry E's instance id? */
+bool export_is_described (const struct export *e, const char *desc);
 /* Iteration in creation order. */
 struct export *export_first (void);
 struct export *export_next (struct export *e);

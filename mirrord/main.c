@@ -50,6 +50,8 @@ static struct {
   enum { RUNNING, DRAINING, FLUSHING, CLOSING } stage;
   int lockfd;
   struct psk_keys *psk;         /* --tls-psk */
+  bool reload_waiting;          /* for a removed export to be freed */
+  struct loop_deferred reload_later;
 } d = { .sigfd = -1, .lockfd = -1 };
 
 /* ---- Start-up ---- */
@@ -279,14 +281,39 @@ reload (void)
   for (size_t i = 0; i < nr; i++) {
     if (export_find (specs[i].name))
       continue;
-    if (export_add (&specs[i], true) == NULL)
-      log_err ("reload: %s", error_get ());
-    else
+    if (export_add (&specs[i], true) != NULL)
       added++;
+    else if (error_errno () == EBUSY && export_draining () > 0) {
+      /* Most likely the export's own old instance, whose clients are
+       * finishing their requests (the image is open until then). */
+      log_info ("reload: %s; trying again once the removed exports "
+                "are gone", error_get ());
+      d.reload_waiting = true;
+    }
+    else
+      log_err ("reload: %s", error_get ());
   }
   config_free_exports (specs, nr);
   log_info ("reloaded %s: %zu export%s added, %zu removed", d.cfg.config_file,
             added, added == 1 ? "" : "s", removed);
+}
+
+static void
+reload_again (void *opaque)
+{
+  (void) opaque;
+  if (d.reload_waiting && d.stage == RUNNING) {
+    d.reload_waiting = false;
+    reload ();
+  }
+}
+
+/* A removed export was freed: a reload waiting for its image goes on. */
+static void
+on_export_drained (void)
+{
+  if (d.reload_waiting && !d.reload_later.queued)
+    loop_defer (d.loop, &d.reload_later, reload_again, NULL);
 }
 
 static void
@@ -322,6 +349,7 @@ start (void)
       || server_init (d.loop, &limits) == -1 || setup_tls (&d.cfg) == -1)
     return -1;
   d.sigsrc = loop_add_fd (d.loop, d.sigfd, EPOLLIN, on_signal, NULL);
+  export_on_drained (on_export_drained);
   if (d.sigsrc == NULL || add_exports (&d.cfg) == -1
       || start_listening (&d.cfg) == -1)
     return -1;

@@ -836,6 +836,14 @@ fail_job (struct mirror *m, int err)
 static bool
 target_acceptable (struct mirror *m)
 {
+  /* Copying an export onto itself never converges (every copy is a
+   * new write to mirror) and reads what it half overwrote. */
+  if (export_is_described (m->exp, target_description (m->tgt))) {
+    set_error (m, "target is export %s itself (its description carries "
+               "this export's instance id): a mirror to itself is refused",
+               m->exp->spec.name);
+    return false;
+  }
   if (target_size (m->tgt) != export_size (m->exp)) {
     set_error (m, "target size %llu differs from the export's %llu",
                (unsigned long long) target_size (m->tgt),

@@ -52,6 +52,7 @@ struct target {
   bool up, down;
   char error[512];
   uint64_t size;
+  char *description;            /* the server's, or NULL */
   bool readonly, can_zero, can_fast_zero, can_flush, can_fua, can_bs;
   uint32_t max_request;
   unsigned in_flight;
@@ -230,6 +231,7 @@ first_ready (struct target *t, struct nbd_handle *h)
   int64_t size = nbd_get_size (h);
 
   t->size = size < 0 ? 0 : (uint64_t) size;
+  t->description = nbd_get_export_description (h);
   t->readonly = nbd_is_read_only (h) == 1;
   t->can_zero = nbd_can_zero (h) == 1;
   t->can_fast_zero = t->can_zero && nbd_can_fast_zero (h) == 1;
@@ -325,6 +327,8 @@ start_conn (struct target *t)
     return error_set (ENOMEM, "nbd_create: %s", nbd_get_error ());
   /* To skip zeroing what the target already reads as zero. */
   nbd_add_meta_context (c->h, "base:allocation");
+  /* The description: a mirror recognises itself by it. */
+  nbd_set_full_info (c->h, true);
   if (set_tls (c->h, t->uri) == -1) {
     nbd_close (c->h);
     c->h = NULL;
@@ -458,12 +462,14 @@ target_free (struct target *t)
     if (t->conns[i].h)
       nbd_close (t->conns[i].h);
   }
+  free (t->description);
   free (t->uri);
   free (t);
 }
 
 const char *target_error (const struct target *t) { return t->error; }
 uint64_t target_size (const struct target *t) { return t->size; }
+const char *target_description (const struct target *t) { return t->description; }
 bool target_is_readonly (const struct target *t) { return t->readonly; }
 bool target_can_zero (const struct target *t) { return t->can_zero; }
 bool target_can_fast_zero (const struct target *t) { return t->can_fast_zero; }

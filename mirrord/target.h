@@ -45,6 +45,8 @@ const char *target_error (const struct target *t);
 
 /* Valid once up. */
 uint64_t target_size (const struct target *t);
+/* The server's NBD_INFO_DESCRIPTION, NULL if it sent none. */
+const char *target_description (const struct target *t);
 bool target_is_readonly (const struct target *t);
 bool target_can_zero (const struct target *t);
 bool target_can_fast_zero (const struct target *t);

@@ -265,9 +265,8 @@ opt_info_go (struct conn *c, const uint8_t *data, uint32_t len)
   if (want_name)
     send_info_string (c, NBD_INFO_NAME, e->spec.name);
   if (want_desc) {
-    char desc[256];
-    snprintf (desc, sizeof desc, "mirrord export %s (%s)", e->spec.name,
-              image_format_name (e->img->format));
+    char desc[EXPORT_DESCRIPTION_MAX];
+    export_describe (e, desc, sizeof desc);
     send_info_string (c, NBD_INFO_DESCRIPTION, desc);
   }
   if (c->closed)

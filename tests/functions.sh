@@ -26,6 +26,8 @@
 #                          with ARGS (e.g. -e inject=...), output in OUT;
 #                          returns once attached; its pid in $spid
 #   strace_detach PID      stop that strace; returns once it has let go
+#   image_locks FILE       the bytes of FILE under OFD locks (QEMU's image
+#                          locks, docs/locking.md), e.g. "100 101 201"
 #
 # The daemon runs as $MIRRORD, prefixed by $MIRRORD_WRAPPER if set
 # (e.g. valgrind).  Nothing here sleeps for readiness: it polls.
@@ -213,4 +215,9 @@ strace_detach () {
   kill "$spid"
   wait "$spid" 2>/dev/null || :
   poll 20 pid_untraced "$1" || fail "strace did not detach"
+}
+
+image_locks () {
+  awk -v ino=":$(stat -L -c %i "$1")" '$2 == "OFDLCK" && $6 ~ ino "$" {
+      for (b = $7; b <= $8; b++) print b }' /proc/locks | sort -nu | xargs
 }

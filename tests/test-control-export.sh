@@ -160,7 +160,7 @@ grep -q 'export big: removed (1 client disconnecting)' "$TESTDIR/e.log" \
 
 # A name can be reused once removed.
 ctl e export remove vm2 >/dev/null
-ctl e export add vm2 "$TESTDIR/ro.img" --readonly >/dev/null
+ctl e export add vm2 "$TESTDIR/new.img" --readonly >/dev/null
 nbdinfo "$(uri e vm2)" | grep -q 'is_read_only: true' || fail "vm2 re-add"
 stop_mirrord e
 exit 0

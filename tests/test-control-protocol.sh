@@ -7,7 +7,7 @@
 source "${top_srcdir:-$(dirname "$0")/..}/tests/functions.sh"
 requires $PY -c 'import json, socket'
 
-truncate -s 16M "$TESTDIR/a.img"
+truncate -s 16M "$TESTDIR/a.img" "$TESTDIR/b.img"
 start_mirrord p --export "vm1=$TESTDIR/a.img"
 
 $PY - "$TESTDIR/p.ctl" "$TESTDIR" <<'PY'
@@ -116,7 +116,7 @@ for i in range(8):
 # Everyone else is still served, on this connection and new ones.
 r = c.call({"command": "status", "export": "vm1"})
 assert r["ok"], r
-r = Conn().call({"command": "export-add", "name": "vm2", "path": d + "/a.img",
+r = Conn().call({"command": "export-add", "name": "vm2", "path": d + "/b.img",
                  "readonly": True})
 assert r["ok"] and r["result"]["readonly"] is True, r
 r = Conn().call({"command": "export-remove", "name": "vm2"})

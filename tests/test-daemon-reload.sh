@@ -110,11 +110,33 @@ qemu-io -f raw -c 'write -P 0x33 0 1M' "$(uri r vm3)" | grep -q '^wrote 1048576'
 nbdinfo "$(uri r vm2)" >/dev/null 2>&1 && fail "vm2 still served"
 client_advances
 
-# Reload 2: vm3 changes (read-only now): it is replaced.
+# Reload 2: vm3 changes (read-only now): it is replaced.  A client
+# keeps the old vm3 busy: the image is open (and locked) until the
+# client is gone, and the new vm3 opens it after that.
+$PY - "$(uri r vm3)" "$TESTDIR/vm3.ready" <<'PY' > "$TESTDIR/vm3.out" 2>&1 &
+import nbd, sys, time
+h = nbd.NBD()
+h.connect_uri(sys.argv[1])
+open(sys.argv[2], "w").close()
+deadline = time.time() + 30
+try:
+    while time.time() < deadline:
+        h.pwrite(b"\x33" * 65536, 0)
+        h.pread(65536, 65536)
+    print("still connected")
+except nbd.Error as e:
+    print("disconnected:", e.errno)
+PY
+vm3_client=$!
+cleanup_fn "kill $vm3_client 2>/dev/null"
+poll 20 test -e "$TESTDIR/vm3.ready"
 write_conf 1 3:ro
 hup_and_wait
+wait $vm3_client
+grep -q '^disconnected' "$TESTDIR/vm3.out" || fail "vm3 client: $(cat "$TESTDIR/vm3.out")"
+vm3_read_only () { nbdinfo "$(uri r vm3)" | grep -q 'is_read_only: true'; }
+poll 20 vm3_read_only || fail "vm3 not replaced: $(grep 'reload' "$TESTDIR/r.log")"
 [ "$(names)" = "extra vm1 vm3" ] || fail "after reload 2: $(names)"
-nbdinfo "$(uri r vm3)" | grep -q 'is_read_only: true' || fail "vm3 not replaced"
 client_advances
 
 # A broken file: logged, nothing changes, everything keeps serving.

@@ -40,8 +40,10 @@ if command -v ss >/dev/null; then
     || fail "listening on: $(ss -Hltn "sport = :$port")"
 fi
 
-# A port in use: exit 1, naming the address.
-out=$("$MIRRORD" -f --export "vm1=$TESTDIR/d.img" --nbd-listen "127.0.0.1:$port" \
+# A port in use: exit 1, naming the address.  (Another image: d.img
+# is locked by the daemon that serves it.)
+truncate -s 32M "$TESTDIR/e.img"
+out=$("$MIRRORD" -f --export "vm1=$TESTDIR/e.img" --nbd-listen "127.0.0.1:$port" \
       --nbd-socket "$TESTDIR/b.nbd" --control "$TESTDIR/b.ctl" \
       --state-dir "$TESTDIR/b.state" 2>&1) && fail "a port in use was accepted"
 got=$?

@@ -50,14 +50,17 @@ add_fails "$TESTDIR/gone.img: No such file or directory" g "$TESTDIR/gone.img"
 import json, sys; print(len(json.load(sys.stdin)["exports"]))')" = 1 ] \
   || fail "a refused image was added"
 
-# format=auto and format=raw on a raw file: raw.
-ctl f export add r2 "$TESTDIR/r.img" --format raw --readonly >/dev/null
+# format=auto and format=raw on a raw file: raw.  (Each export its own
+# file: one file, one export.)
+cp "$TESTDIR/r.img" "$TESTDIR/r2.img"
+ctl f export add r2 "$TESTDIR/r2.img" --format raw --readonly >/dev/null
 ctl f --json status raw | grep -q '"format": "raw"' || fail "auto on raw"
 
 # qcow2 (format=qcow2, and found by format=auto): served at its
 # virtual size, not its file size.
 for fmt in qcow2 auto; do
-  ctl f export add "q$fmt" "$TESTDIR/q.qcow2" --format $fmt --readonly >/dev/null
+  cp "$TESTDIR/q.qcow2" "$TESTDIR/q-$fmt.qcow2"
+  ctl f export add "q$fmt" "$TESTDIR/q-$fmt.qcow2" --format $fmt --readonly >/dev/null
   nbdinfo "$(uri f q$fmt)" | grep -q 'export-size: 16777216' \
     || fail "qcow2 ($fmt) served at the wrong size"
   ctl f --json status "q$fmt" | grep -q '"format": "qcow2"' || fail "format"
@@ -67,5 +70,7 @@ done
 nbdinfo "$(uri f raw)" | grep -q 'export-size: 4194304' || fail "raw export"
 stop_mirrord f
 # The image files themselves were not touched.
-qemu-img check -q "$TESTDIR/q.qcow2" || fail "qcow2 image damaged"
+for q in q q-qcow2 q-auto; do
+  qemu-img check -q "$TESTDIR/$q.qcow2" || fail "qcow2 image $q damaged"
+done
 exit 0

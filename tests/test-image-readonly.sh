@@ -62,6 +62,8 @@ qemu-io -f raw -c 'write -P 0x99 0 64k' "$(uri r vm)" >"$TESTDIR/out" 2>&1 \
   && fail "qemu-io wrote to a read-only export: $(cat "$TESTDIR/out")"
 out=$(qemu-io -f raw -r -c 'read -v 0 16' "$(uri r vm)")
 [[ $out == *"read 16/16"* ]] || fail "qemu-io read: $out"
+# Through the control API too (once vm is gone: one file, one export).
+ctl r export remove vm >/dev/null
 ctl r export add vm2 "$TESTDIR/ro.img" --readonly >/dev/null
 stop_mirrord r
 cmp "$TESTDIR/ro.img" "$TESTDIR/orig.img" || fail "a read-only image changed"
@@ -82,10 +84,11 @@ out=$("$MIRRORD" -f --export "vm=$TESTDIR/ro.img" --nbd-socket "$TESTDIR/w.nbd" 
       --control "$TESTDIR/w.ctl" --state-dir "$TESTDIR/w.state" 2>&1) \
   && fail "a read-only file was exported writable"
 [[ $out == *"export vm: $TESTDIR/ro.img: $want"* ]] || fail "unclear error: $out"
-# readonly still works on it.
-start_mirrord r2 --export "vm=$TESTDIR/ro.img,readonly"
+# The same through the control API; readonly still works on it.
+start_mirrord r2
 expect_status 1 ctl r2 export add w "$TESTDIR/ro.img" 2>"$TESTDIR/err"
 grep -q "ro.img: $want" "$TESTDIR/err" || fail "export add: $(cat "$TESTDIR/err")"
+ctl r2 export add vm "$TESTDIR/ro.img" --readonly >/dev/null
 nbdcopy "$(uri r2 vm)" "$TESTDIR/copy2.img"
 cmp "$TESTDIR/copy2.img" "$TESTDIR/orig.img" || fail "immutable file reads wrong"
 stop_mirrord r2
