@@ -4,7 +4,6 @@
 
 #include <errno.h>
 #include <limits.h>
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -20,6 +19,7 @@
 #include "export.h"
 #include "ha/ha.h"
 #include "ha/verify.h"
+#include "jsonarg.h"
 #include "mirror.h"
 #include "status.h"
 
@@ -56,16 +56,6 @@ static char pending_marker;
 
 static void control_reply (struct client *c, json_object *result);
 
-static const char *
-get_str (json_object *req, const char *key)
-{
-  json_object *v;
-
-  if (!json_object_object_get_ex (req, key, &v) || !json_object_is_type (v, json_type_string))
-    return NULL;
-  return json_object_get_string (v);
-}
-
 static json_object *
 cmd_version (json_object *req, struct client *c)
 {
@@ -77,14 +67,11 @@ cmd_version (json_object *req, struct client *c)
 static json_object *
 cmd_status (json_object *req, struct client *c)
 {
-  const char *name = get_str (req, "export");
-  json_object *r, *arr, *v;
+  const char *name;
+  json_object *r, *arr;
 
-  if (json_object_object_get_ex (req, "export", &v) && name == NULL
-      && !json_object_is_type (v, json_type_null)) {
-    error_set (EINVAL, "\"export\" must be a string");
+  if (jsonarg_string (req, "export", &name) == -1)
     return NULL;
-  }
   r = json_object_new_object ();
   arr = json_object_new_array ();
 
@@ -104,34 +91,31 @@ cmd_status (json_object *req, struct client *c)
   return r;
 }
 
-/* Copies the request's export keys into SPEC. */
+/* Copies the request's export keys into SPEC: the config file's
+ * parsers check the values, so all three ways in accept the same. */
 static int
 spec_from_json (struct export_spec *spec, json_object *req)
 {
-  static const char *const keys[] = {
-    "path", "format", "role", "peer", "mode", "granularity", "bandwidth",
-    "cache", "max-lag", "fence-peer", "peer-timeout",
+  static const struct { const char *key; enum { TEXT, SIZE, DURATION } kind; } keys[] = {
+    { "path", TEXT }, { "format", TEXT }, { "role", TEXT }, { "peer", TEXT },
+    { "mode", TEXT }, { "cache", TEXT }, { "fence-peer", TEXT },
+    { "granularity", SIZE }, { "bandwidth", SIZE }, { "max-lag", SIZE },
+    { "peer-timeout", DURATION },
   };
-  const char *name = get_str (req, "name");
-  json_object *v;
+  const char *name, *v;
+  char buf[64];
 
-  /* Not a string (null, a number): left unset, so validation says so. */
-  if (name && (spec->name = strdup (name)) == NULL)
+  if (jsonarg_string_required (req, "name", &name) == -1
+      || jsonarg_bool (req, "readonly", &spec->readonly) == -1)
+    return -1;
+  if ((spec->name = strdup (name)) == NULL)
     return error_set (ENOMEM, "strdup");
   for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
-    if (!json_object_object_get_ex (req, keys[i], &v) || json_object_is_type (v, json_type_null))
-      continue;
-    if (export_spec_set (spec, keys[i], json_object_get_string (v)) == -1)
+    int r = keys[i].kind == TEXT ? jsonarg_string (req, keys[i].key, &v)
+      : jsonarg_config_value (req, keys[i].key, keys[i].kind == SIZE,
+                              buf, sizeof buf, &v);
+    if (r == -1 || (v && export_spec_set (spec, keys[i].key, v) == -1))
       return -1;
-  }
-  if (json_object_object_get_ex (req, "readonly", &v)) {
-    /* json-c would call the string "false" true: insist on a boolean,
-     * or a string the config file would accept. */
-    if (json_object_is_type (v, json_type_boolean))
-      spec->readonly = json_object_get_boolean (v);
-    else if (!json_object_is_type (v, json_type_string)
-             || export_spec_set (spec, "readonly", json_object_get_string (v)) == -1)
-      return error_set (EINVAL, "\"readonly\" must be true or false");
   }
   return export_spec_validate (spec);
 }
@@ -152,13 +136,10 @@ cmd_export_add (json_object *req, struct client *c)
 static json_object *
 cmd_export_remove (json_object *req, struct client *c)
 {
-  const char *name = get_str (req, "name");
+  const char *name;
 
-  if (name == NULL) {
-    error_set (EINVAL, "export-remove needs a \"name\"");
-    return NULL;
-  }
-  if (export_remove (name) == -1)
+  if (jsonarg_string_required (req, "name", &name) == -1
+      || export_remove (name) == -1)
     return NULL;
   return json_object_new_object ();
 }
@@ -167,32 +148,15 @@ cmd_export_remove (json_object *req, struct client *c)
 static struct export *
 get_export (json_object *req)
 {
-  const char *name = get_str (req, "export");
+  const char *name;
   struct export *e;
 
-  if (name == NULL) {
-    error_set (EINVAL, "request needs an \"export\" string");
+  if (jsonarg_string_required (req, "export", &name) == -1)
     return NULL;
-  }
   e = export_find (name);
   if (e == NULL)
     error_set (ENOENT, "export %s not found", name);
   return e;
-}
-
-/* An optional non-negative integer argument. */
-static int
-get_u64 (json_object *req, const char *key, uint64_t *out)
-{
-  json_object *v;
-
-  *out = 0;
-  if (!json_object_object_get_ex (req, key, &v) || json_object_is_type (v, json_type_null))
-    return 0;
-  if (!json_object_is_type (v, json_type_int) || json_object_get_int64 (v) < 0)
-    return error_set (EINVAL, "\"%s\" must be a non-negative integer", key);
-  *out = (uint64_t) json_object_get_int64 (v);
-  return 0;
 }
 
 /* Forget dirty regions whose data is safe elsewhere (after a backup,
@@ -203,8 +167,8 @@ cmd_bitmap_clear (json_object *req, struct client *c)
   struct export *e = get_export (req);
   uint64_t offset, length;
 
-  if (e == NULL || get_u64 (req, "offset", &offset) == -1
-      || get_u64 (req, "length", &length) == -1)
+  if (e == NULL || jsonarg_u64 (req, "offset", &offset) == -1
+      || jsonarg_u64 (req, "length", &length) == -1)
     return NULL;
   if (offset > export_size (e)) {
     error_set (EINVAL, "offset %llu is past the end of export %s",
@@ -215,21 +179,6 @@ cmd_bitmap_clear (json_object *req, struct client *c)
             e->spec.name, (unsigned long long) offset, (unsigned long long) length);
   export_bitmap_clear (e, offset, length);
   return status_export_json (e);
-}
-
-/* An optional boolean argument. */
-static int
-get_bool (json_object *req, const char *key, bool *out)
-{
-  json_object *v;
-
-  *out = false;
-  if (!json_object_object_get_ex (req, key, &v) || json_object_is_type (v, json_type_null))
-    return 0;
-  if (!json_object_is_type (v, json_type_boolean))
-    return error_set (EINVAL, "\"%s\" must be true or false", key);
-  *out = json_object_get_boolean (v);
-  return 0;
 }
 
 /* ---- Mirror commands ---- */
@@ -278,16 +227,14 @@ static json_object *
 cmd_mirror_start (json_object *req, struct client *c)
 {
   struct export *e = get_export (req);
-  const char *uri = get_str (req, "uri"), *mode = get_str (req, "mode");
+  const char *uri, *mode;
   uint64_t bandwidth;
   struct waiter *w;
 
-  if (e == NULL || get_u64 (req, "bandwidth", &bandwidth) == -1)
+  if (e == NULL || jsonarg_string_required (req, "uri", &uri) == -1
+      || jsonarg_string (req, "mode", &mode) == -1
+      || jsonarg_u64 (req, "bandwidth", &bandwidth) == -1)
     return NULL;
-  if (uri == NULL) {
-    error_set (EINVAL, "mirror-start needs a \"uri\"");
-    return NULL;
-  }
   if (mode && strcmp (mode, "sync") != 0 && strcmp (mode, "async") != 0) {
     error_set (EINVAL, "mode must be sync or async, not '%s'", mode);
     return NULL;
@@ -340,7 +287,7 @@ cmd_promote (json_object *req, struct client *c)
   struct waiter *w;
   bool force;
 
-  if (get_bool (req, "force", &force) == -1 || (e = get_ha_export (req)) == NULL)
+  if (jsonarg_bool (req, "force", &force) == -1 || (e = get_ha_export (req)) == NULL)
     return NULL;
   if ((w = waiter_new (c, e)) == NULL) {
     error_set (ENOMEM, "allocating");
@@ -361,7 +308,7 @@ cmd_demote (json_object *req, struct client *c)
   bool force;
 
   (void) c;
-  if (get_bool (req, "force", &force) == -1 || (e = get_ha_export (req)) == NULL
+  if (jsonarg_bool (req, "force", &force) == -1 || (e = get_ha_export (req)) == NULL
       || ha_demote (e->ha, force, e->nr_clients) == -1)
     return NULL;
   return status_export_json (e);
@@ -427,21 +374,18 @@ cutover_done (void *opaque, int err, double downtime_ms)
   waiter_done (w, r);
 }
 
-/* The optional "timeout" in seconds (an integer or a fraction) as
- * milliseconds, 0 when there is none. */
+/* The optional "timeout" in seconds as milliseconds, 0 when there is
+ * none. */
 static int
 get_timeout_ms (json_object *req, unsigned *ms)
 {
-  json_object *v;
   double s;
 
   *ms = 0;
-  if (!json_object_object_get_ex (req, "timeout", &v) || json_object_is_type (v, json_type_null))
-    return 0;
-  s = json_object_get_double (v);
-  if ((!json_object_is_type (v, json_type_int) && !json_object_is_type (v, json_type_double))
-      || !isfinite (s) || s < 0)
-    return error_set (EINVAL, "\"timeout\" must be a non-negative number of seconds");
+  if (jsonarg_seconds (req, "timeout", &s) == -1)
+    return -1;
+  if (s < 0)
+    return 0;                   /* not given */
   /* Nothing drains in no time: 0 gives up at the first chance.  The
    * timer counts milliseconds up to 49 days: longer is capped there. */
   *ms = s * 1000 >= UINT_MAX ? UINT_MAX : s * 1000 < 1 ? 1 : (unsigned) (s * 1000);
@@ -494,12 +438,10 @@ static const struct {
 static json_object *
 dispatch (json_object *req, struct client *c)
 {
-  const char *name = get_str (req, "command");
+  const char *name;
 
-  if (name == NULL) {
-    error_set (EINVAL, "request has no \"command\" string");
+  if (jsonarg_string_required (req, "command", &name) == -1)
     return NULL;
-  }
   for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
     if (strcmp (commands[i].name, name) == 0)
       return commands[i].fn (req, c);
@@ -558,8 +500,10 @@ handle_line (struct client *c, const char *line)
   enum json_tokener_error jerr;
   json_object *req = json_tokener_parse_verbose (line, &jerr), *result, *reply;
 
+  /* "null" parses, to NULL, with no error to describe. */
   if (req == NULL || !json_object_is_type (req, json_type_object)) {
-    reply = error_reply (req ? "request is not a JSON object"
+    reply = error_reply (req || jerr == json_tokener_success
+                         ? "request is not a JSON object"
                          : json_tokener_error_desc (jerr), EINVAL);
     c->closing = true;
   }
