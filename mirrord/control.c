@@ -1,9 +1,30 @@
 /* SPDX-License-Identifier: MIT */
-/* The control socket: framing, dispatch, and the commands. */
+/* The control socket: framing, dispatch, and the commands.
+ *
+ * Flow control.  Requests are read into c->in (at most MAX_LINE bytes)
+ * and answered in order; replies wait in c->out until the socket takes
+ * them.  A client that sends requests and never reads the replies would
+ * make c->out grow without bound: once OUT_CAP bytes of its replies
+ * wait, its requests are no longer answered nor its socket read, until
+ * the output drains below the cap.  A reply is never cut, so one reply
+ * may take the output over the cap (a large status still goes out).  A
+ * client thus costs at most MAX_LINE + OUT_CAP + one reply; one that
+ * stays full for STALL_S without taking a byte is disconnected.  Both
+ * are logged (rate-limited).
+ *
+ * Fairness.  One callback answers at most BATCH requests of a client
+ * and comes back from the loop for the rest, so a client with a
+ * thousand pipelined requests does not hold up the others.
+ *
+ * Out of descriptors.  As for the NBD listeners (nbd/server.c): the
+ * waiting clients are closed through the reserve descriptor, and if
+ * that takes none the listener rests until a client closes or the next
+ * tick. */
 #include <config.h>
 
 #include <errno.h>
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -14,6 +35,7 @@
 #include <json-c/json.h>
 
 #include "common/error.h"
+#include "common/fdreserve.h"
 #include "common/log.h"
 #include "control.h"
 #include "export.h"
@@ -24,17 +46,26 @@
 #include "status.h"
 
 #define MAX_LINE (1u << 20)
+#define OUT_CAP (1u << 20)
+#define BATCH 16
+#define STALL_S 30
+#define ACCEPT_BATCH 16
 
 struct client {
   int fd;
   struct loop_source *src;
   struct list node;
+  char name[32];                /* "pid N" from its credentials */
   char *in;
-  size_t in_len;
+  size_t in_start, in_len;      /* unparsed: in[in_start, in_len) */
   char *out;
   size_t out_len, out_sent;
+  uint64_t progress_ns;         /* its output last began or moved */
+  bool told_full;               /* its stop for a full output is logged */
+  bool eof;                     /* it sent all it will: answer, then close */
   bool closing;
   bool busy;                    /* an asynchronous command is running */
+  struct loop_deferred more;    /* requests left after a BATCH */
 };
 
 static struct {
@@ -42,6 +73,8 @@ static struct {
   int fd;
   char *path;
   struct loop_source *src;
+  struct loop_source *tick;
+  bool accept_paused;           /* out of descriptors */
   struct list clients;
 } ctl = { .fd = -1, .clients = LIST_INIT (ctl.clients) };
 
@@ -449,28 +482,53 @@ dispatch (json_object *req, struct client *c)
   return NULL;
 }
 
-/* ---- Framing ---- */
+/* ---- Framing and flow control ---- */
 
 static void client_kill (struct client *c);
 static void client_free (struct client *c);
-static void client_update (struct client *c);
-static void flush_output (struct client *c);
+static void client_settle (struct client *c);
+
+static size_t
+pending (const struct client *c)
+{
+  return c->out_len - c->out_sent;
+}
+
+static bool
+output_full (const struct client *c)
+{
+  return pending (c) >= OUT_CAP;
+}
 
 static void
 queue_reply (struct client *c, json_object *reply)
 {
   const char *s = json_object_to_json_string_ext (reply, JSON_C_TO_STRING_PLAIN);
   size_t n = strlen (s);
-  char *nb = realloc (c->out, c->out_len + n + 1);
+  char *nb;
 
+  if (c->out_sent > 0) {        /* what went out makes room */
+    memmove (c->out, c->out + c->out_sent, pending (c));
+    c->out_len -= c->out_sent;
+    c->out_sent = 0;
+  }
+  nb = realloc (c->out, c->out_len + n + 1);
   if (nb == NULL) {
     c->closing = true;
     return;
   }
+  if (c->out_len == 0)
+    c->progress_ns = loop_now_ns ();
   c->out = nb;
   memcpy (c->out + c->out_len, s, n);
   c->out[c->out_len + n] = '\n';
   c->out_len += n + 1;
+  if (output_full (c) && !c->told_full) {
+    c->told_full = true;
+    log_ratelimit (LOG_WARNING, "control client %s: %zu bytes of replies "
+                   "unread: answering none of its requests until it reads",
+                   c->name, pending (c));
+  }
 }
 
 static json_object *
@@ -524,24 +582,121 @@ handle_line (struct client *c, const char *line)
 }
 
 static void
+more_input (void *opaque)
+{
+  client_settle (opaque);
+}
+
+/* Answers the complete lines received, BATCH at a time, while the
+ * client may be answered. */
+static void
 process_input (struct client *c)
 {
-  char *nl;
+  unsigned done = 0;
+  char *line, *nl;
 
-  while (!c->closing && !c->busy && (nl = memchr (c->in, '\n', c->in_len)) != NULL) {
-    size_t len = (size_t) (nl - c->in);
+  while (!c->closing && !c->busy && !output_full (c)
+         && (nl = memchr (line = c->in + c->in_start, '\n',
+                          c->in_len - c->in_start)) != NULL) {
+    if (done++ == BATCH) {
+      if (!c->more.queued)
+        loop_defer (ctl.loop, &c->more, more_input, c);
+      return;
+    }
     *nl = '\0';
-    if (len > 0)
-      handle_line (c, c->in);
-    memmove (c->in, nl + 1, c->in_len - len - 1);
-    c->in_len -= len + 1;
+    c->in_start += (size_t) (nl - line) + 1;
+    if (nl > line)
+      handle_line (c, line);
   }
-  if (!c->closing && !c->busy && c->in_len >= MAX_LINE) {
+  if (c->in_start == c->in_len)
+    c->in_start = c->in_len = 0;
+  if (c->eof && !c->busy
+      && memchr (c->in + c->in_start, '\n', c->in_len - c->in_start) == NULL)
+    c->closing = true;          /* all answered: close once sent */
+  if (!c->closing && c->in_len - c->in_start >= MAX_LINE
+      && memchr (c->in + c->in_start, '\n', c->in_len - c->in_start) == NULL) {
     json_object *r = error_reply ("request line over 1 MiB", E2BIG);
     queue_reply (c, r);
     json_object_put (r);
     c->closing = true;
   }
+}
+
+/* May the client's socket be read now? */
+static bool
+wants_input (const struct client *c)
+{
+  return !c->closing && !c->eof && !c->busy && !output_full (c)
+    && c->in_len - c->in_start < MAX_LINE;
+}
+
+static void
+receive (struct client *c)
+{
+  ssize_t r;
+
+  if (c->in_len == MAX_LINE) { /* room at the front only */
+    memmove (c->in, c->in + c->in_start, c->in_len - c->in_start);
+    c->in_len -= c->in_start;
+    c->in_start = 0;
+  }
+  r = recv (c->fd, c->in + c->in_len, MAX_LINE - c->in_len, MSG_DONTWAIT);
+  if (r == 0)
+    c->eof = true;              /* a half-close still gets its replies */
+  else if (r == -1 && errno != EAGAIN && errno != EINTR)
+    client_kill (c);
+  else if (r > 0)
+    c->in_len += (size_t) r;
+}
+
+static void
+flush_output (struct client *c)
+{
+  while (c->out_sent < c->out_len) {
+    ssize_t r = send (c->fd, c->out + c->out_sent, pending (c),
+                      MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (r == -1) {
+      if (errno == EAGAIN || errno == EINTR)
+        break;
+      client_kill (c);
+      return;
+    }
+    c->out_sent += (size_t) r;
+    c->progress_ns = loop_now_ns ();
+  }
+  if (!output_full (c))
+    c->told_full = false;
+  if (c->out_sent < c->out_len)
+    return;
+  c->out_len = c->out_sent = 0;
+  if (c->closing)
+    client_kill (c);
+}
+
+static void
+client_update (struct client *c)
+{
+  uint32_t ev = wants_input (c) ? EPOLLIN : 0;
+
+  if (c->out_sent < c->out_len)
+    ev |= EPOLLOUT;
+  loop_source_set_events (c->src, ev);
+}
+
+/* After anything happened to C: answer what may be answered, send,
+ * and wait for what C may do next.  A closed client is freed here,
+ * unless a command still runs for it (control_reply frees it). */
+static void
+client_settle (struct client *c)
+{
+  if (c->fd >= 0)
+    process_input (c);
+  if (c->fd >= 0)
+    flush_output (c);
+  if (c->fd >= 0)
+    client_update (c);
+  else if (!c->busy)
+    client_free (c);
 }
 
 /* The outcome of an asynchronous command (RESULT, or NULL: the error
@@ -553,38 +708,10 @@ control_reply (struct client *c, json_object *result)
     : error_reply (error_get (), error_errno ());
 
   c->busy = false;
-  if (c->fd < 0) {
-    json_object_put (reply);
-    client_free (c);
-    return;
-  }
-  queue_reply (c, reply);
-  json_object_put (reply);
-  process_input (c);            /* requests that waited behind it */
-  flush_output (c);
   if (c->fd >= 0)
-    client_update (c);
-  else if (!c->busy)
-    client_free (c);
-}
-
-static void
-flush_output (struct client *c)
-{
-  while (c->out_sent < c->out_len) {
-    ssize_t r = send (c->fd, c->out + c->out_sent, c->out_len - c->out_sent,
-                      MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (r == -1) {
-      if (errno == EAGAIN || errno == EINTR)
-        return;
-      client_kill (c);
-      return;
-    }
-    c->out_sent += (size_t) r;
-  }
-  c->out_len = c->out_sent = 0;
-  if (c->closing)
-    client_kill (c);
+    queue_reply (c, reply);
+  json_object_put (reply);
+  client_settle (c);            /* and the requests that waited behind it */
 }
 
 static void
@@ -592,33 +719,17 @@ on_client (void *opaque, uint32_t events)
 {
   struct client *c = opaque;
 
-  if (events & EPOLLOUT)
+  if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
     flush_output (c);
-  if (c->fd >= 0 && (events & (EPOLLIN | EPOLLHUP | EPOLLERR))) {
-    ssize_t r = recv (c->fd, c->in + c->in_len, MAX_LINE - c->in_len, MSG_DONTWAIT);
-    if (r == 0 || (r == -1 && errno != EAGAIN && errno != EINTR))
-      client_kill (c);
-    else if (r > 0) {
-      c->in_len += (size_t) r;
-      process_input (c);
-    }
-  }
-  if (c->fd >= 0)
-    flush_output (c);
-  if (c->fd >= 0)
-    client_update (c);
-  else if (!c->busy)
-    client_free (c);            /* a busy one is freed by control_reply */
-}
-
-static void
-client_update (struct client *c)
-{
-  uint32_t ev = c->closing || c->busy ? 0 : EPOLLIN;
-
-  if (c->out_sent < c->out_len)
-    ev |= EPOLLOUT;
-  loop_source_set_events (c->src, ev);
+  /* Hung up while we do not read it (busy, or full): it reads nothing
+   * more either, and the hang-up would wake us again and again. */
+  if (c->fd >= 0 && (events & (EPOLLHUP | EPOLLERR)) && !wants_input (c))
+    client_kill (c);
+  /* Not while its output is full, even if the event was already on
+   * its way: that is the backpressure. */
+  if (c->fd >= 0 && wants_input (c) && (events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
+    receive (c);
+  client_settle (c);
 }
 
 /* Closes the socket; the caller frees the client once it is done
@@ -634,36 +745,101 @@ client_kill (struct client *c)
 }
 
 static void
+resume_accepting (void)
+{
+  if (!ctl.accept_paused || ctl.fd < 0)
+    return;
+  ctl.accept_paused = false;
+  fdreserve_init ();
+  loop_source_set_events (ctl.src, EPOLLIN);
+}
+
+static void
 client_free (struct client *c)
 {
   client_kill (c);
+  loop_cancel_deferred (ctl.loop, &c->more);
   list_del (&c->node);
   free (c->in);
   free (c->out);
   free (c);
+  resume_accepting ();          /* a descriptor is free */
+}
+
+/* Once a second: clients stuck on a full output go; a listener that
+ * rested for want of descriptors tries again. */
+static void
+control_tick (void *opaque)
+{
+  uint64_t now = loop_now_ns ();
+  struct list *pos, *tmp;
+
+  list_for_each_safe (pos, tmp, &ctl.clients) {
+    struct client *c = list_entry (pos, struct client, node);
+    if (c->fd < 0 || !output_full (c)
+        || now - c->progress_ns < STALL_S * UINT64_C (1000000000))
+      continue;
+    log_ratelimit (LOG_WARNING, "control client %s: disconnected: read none "
+                   "of its %zu bytes of replies for %d s", c->name,
+                   pending (c), STALL_S);
+    client_kill (c);
+    if (!c->busy)
+      client_free (c);
+  }
+  resume_accepting ();
+}
+
+static void
+client_new (int fd)
+{
+  struct client *c = calloc (1, sizeof *c);
+  struct ucred cred;
+  socklen_t len = sizeof cred;
+
+  if (c == NULL || (c->in = malloc (MAX_LINE)) == NULL) {
+    log_ratelimit (LOG_ERR, "control socket: out of memory for a client");
+    free (c);
+    close (fd);
+    return;
+  }
+  c->fd = fd;
+  if (getsockopt (fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0)
+    snprintf (c->name, sizeof c->name, "pid %d", (int) cred.pid);
+  else
+    snprintf (c->name, sizeof c->name, "fd %d", fd);
+  c->src = loop_add_fd (ctl.loop, fd, EPOLLIN, on_client, c);
+  if (c->src == NULL) {
+    log_ratelimit (LOG_ERR, "control socket: %s", error_get ());
+    free (c->in);
+    free (c);
+    close (fd);
+    return;
+  }
+  list_add_tail (&ctl.clients, &c->node);
 }
 
 static void
 on_accept (void *opaque, uint32_t events)
 {
-  int fd;
+  for (int i = 0; i < ACCEPT_BATCH && !ctl.accept_paused; i++) {
+    int fd = accept4 (ctl.fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    unsigned refused;
 
-  while ((fd = accept4 (ctl.fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
-    struct client *c = calloc (1, sizeof *c);
-    if (c == NULL || (c->in = malloc (MAX_LINE)) == NULL) {
-      free (c);
-      close (fd);
+    if (fd >= 0) {
+      client_new (fd);
       continue;
     }
-    c->fd = fd;
-    c->src = loop_add_fd (ctl.loop, fd, EPOLLIN, on_client, c);
-    if (c->src == NULL) {
-      free (c->in);
-      free (c);
-      close (fd);
-      continue;
+    if (errno != EMFILE && errno != ENFILE && errno != ENOBUFS && errno != ENOMEM)
+      return;                   /* EAGAIN, or that client's own failure */
+    refused = fdreserve_refuse (ctl.fd, 64);
+    log_ratelimit (LOG_WARNING, "control socket: accept: %s; %u waiting "
+                   "client%s closed unserved", strerror (errno), refused,
+                   refused == 1 ? "" : "s");
+    if (refused == 0) {
+      ctl.accept_paused = true;
+      loop_source_set_events (ctl.src, 0);
     }
-    list_add_tail (&ctl.clients, &c->node);
+    return;
   }
 }
 
@@ -691,16 +867,24 @@ control_init (struct loop *loop, const char *path)
     return -1;
   }
   umask (old);
-  if (listen (ctl.fd, 16) == -1
-      || (ctl.src = loop_add_fd (loop, ctl.fd, EPOLLIN, on_accept, NULL)) == NULL) {
+  if (listen (ctl.fd, 16) == -1) {
     error_set (errno, "listen %s", path);
-    close (ctl.fd);
-    ctl.fd = -1;
-    unlink (path);
-    return -1;
+    goto err;
   }
+  if (fdreserve_init () == -1
+      || (ctl.tick = loop_add_timer (loop, 1000, 1000, control_tick, NULL)) == NULL
+      || (ctl.src = loop_add_fd (loop, ctl.fd, EPOLLIN, on_accept, NULL)) == NULL)
+    goto err;
   ctl.path = strdup (path);
   return 0;
+
+ err:
+  loop_source_remove (ctl.tick);
+  ctl.tick = NULL;
+  close (ctl.fd);
+  ctl.fd = -1;
+  unlink (path);
+  return -1;
 }
 
 void
@@ -708,6 +892,8 @@ control_stop (void)
 {
   while (!list_empty (&ctl.clients))
     client_free (list_entry (ctl.clients.next, struct client, node));
+  loop_source_remove (ctl.tick);
+  ctl.tick = NULL;
   if (ctl.fd >= 0) {
     loop_source_remove (ctl.src);
     close (ctl.fd);
