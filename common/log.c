@@ -95,13 +95,14 @@ interval_ns (const struct log_limit *l)
     * 1000000u;
 }
 
-/* Ends L's window if it is over at NOW, reporting what it held back. */
+/* Ends L's window if it is over at NOW (or ALL), reporting what it
+ * held back. */
 static void
-window_end_locked (struct log_limit *l, uint64_t now)
+window_end_locked (struct log_limit *l, uint64_t now, bool all)
 {
   char line[2048];
 
-  if (now - l->window_start_ns < interval_ns (l))
+  if (!all && now - l->window_start_ns < interval_ns (l))
     return;
   if (l->suppressed > 0) {
     snprintf (line, sizeof line, "suppressed %u similar message%s in %.3g s; "
@@ -135,7 +136,7 @@ log_limited (struct log_limit *l, int priority, const char *fmt, ...)
     limits = l;
     l->window_start_ns = now;
   }
-  window_end_locked (l, now);
+  window_end_locked (l, now, false);
   l->priority = priority;
   print = l->printed < burst;
   if (print) {
@@ -153,13 +154,13 @@ log_limited (struct log_limit *l, int priority, const char *fmt, ...)
 }
 
 void
-log_limits_flush (void)
+log_limits_flush (bool all)
 {
   uint64_t now = mono_ns ();
 
   pthread_mutex_lock (&limit_lock);
   for (struct log_limit *l = limits; l; l = l->next)
     if (l->suppressed > 0)
-      window_end_locked (l, now);
+      window_end_locked (l, now, all);
   pthread_mutex_unlock (&limit_lock);
 }

@@ -50,8 +50,9 @@ struct log_limit {
 __attribute__ ((format (printf, 3, 4)))
 bool log_limited (struct log_limit *l, int priority, const char *fmt, ...);
 /* Reports the count of every limiter whose window is over (the daemon's
- * housekeeping tick calls it once a second). */
-void log_limits_flush (void);
+ * housekeeping tick calls it once a second), or with ALL, of every
+ * limiter (at exit). */
+void log_limits_flush (bool all);
 
 /* A limiter of its own for this call site. */
 #define log_ratelimit(priority, ...) \

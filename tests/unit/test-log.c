@@ -120,7 +120,7 @@ test_burst_then_count (void **state)
   assert_int_equal (lines_with ("", NULL), 2);
   wait_ms (350);
   capture_on ();
-  log_limits_flush ();
+  log_limits_flush (false);
   assert_int_equal (lines_with ("suppressed 2 similar messages in 0.", &total), 1);
   assert_int_equal (total, 1);
   assert_non_null (strstr (last_line, "; the last: refusing client 14"));
@@ -141,12 +141,12 @@ test_flush_reports_a_finished_flood (void **state)
   /* Nothing more comes: within the window the flush is silent, after
    * it the count comes out once. */
   capture_on ();
-  log_limits_flush ();
+  log_limits_flush (false);
   assert_int_equal (lines_with ("", &total), 0);
   wait_ms (250);
   capture_on ();
-  log_limits_flush ();
-  log_limits_flush ();
+  log_limits_flush (false);
+  log_limits_flush (false);
   assert_int_equal (lines_with ("suppressed 4 similar messages", &total), 1);
   assert_int_equal (total, 1);
   /* A new window: the next line goes straight out. */
@@ -154,6 +154,26 @@ test_flush_reports_a_finished_flood (void **state)
   assert_true (log_limited (&l, LOG_INFO, "accept: again"));
   assert_int_equal (lines_with ("suppressed", &total), 0);
   assert_int_equal (total, 1);
+}
+
+static void
+test_flush_all_at_exit (void **state)
+{
+  static struct log_limit l = { .interval_ms = 60000, .burst = 1 };
+  unsigned total;
+
+  (void) state;
+  capture_on ();
+  for (int i = 0; i < 4; i++)
+    log_limited (&l, LOG_WARNING, "late line %d", i);
+  log_limits_flush (false);     /* the window is not over */
+  assert_int_equal (lines_with ("late line", &total), 1);
+  assert_int_equal (total, 1);
+  capture_on ();
+  log_limits_flush (true);      /* exit: report it anyway */
+  assert_int_equal (lines_with ("suppressed 3 similar messages", &total), 1);
+  assert_int_equal (total, 1);
+  assert_non_null (strstr (last_line, "the last: late line 3"));
 }
 
 static void
@@ -228,6 +248,7 @@ main (void)
   const struct CMUnitTest tests[] = {
     cmocka_unit_test (test_burst_then_count),
     cmocka_unit_test (test_flush_reports_a_finished_flood),
+    cmocka_unit_test (test_flush_all_at_exit),
     cmocka_unit_test (test_limiters_are_independent),
     cmocka_unit_test (test_debug_lines_follow_verbosity),
     cmocka_unit_test (test_threads_count_everything),
