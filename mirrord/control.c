@@ -824,16 +824,18 @@ on_accept (void *opaque, uint32_t events)
   for (int i = 0; i < ACCEPT_BATCH && !ctl.accept_paused; i++) {
     int fd = accept4 (ctl.fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
     unsigned refused;
+    int err;
 
     if (fd >= 0) {
       client_new (fd);
       continue;
     }
-    if (errno != EMFILE && errno != ENFILE && errno != ENOBUFS && errno != ENOMEM)
+    err = errno;
+    if (err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM)
       return;                   /* EAGAIN, or that client's own failure */
     refused = fdreserve_refuse (ctl.fd, 64);
     log_ratelimit (LOG_WARNING, "control socket: accept: %s; %u waiting "
-                   "client%s closed unserved", strerror (errno), refused,
+                   "client%s closed unserved", strerror (err), refused,
                    refused == 1 ? "" : "s");
     if (refused == 0) {
       ctl.accept_paused = true;
