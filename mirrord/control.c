@@ -59,7 +59,7 @@ struct client {
   char *in;
   size_t in_start, in_len;      /* unparsed: in[in_start, in_len) */
   char *out;
-  size_t out_len, out_sent;
+  size_t out_len, out_sent, out_cap;
   uint64_t progress_ns;         /* its output last began or moved */
   bool told_full;               /* its stop for a full output is logged */
   bool eof;                     /* it sent all it will: answer, then close */
@@ -500,26 +500,50 @@ output_full (const struct client *c)
   return pending (c) >= OUT_CAP;
 }
 
+/* Room for N more bytes at the end of C's output: what went out is
+ * dropped when that makes room, else the buffer doubles, so a reply
+ * costs its own copy only (a realloc per reply copied the whole
+ * pending output each time). */
+static int
+out_reserve (struct client *c, size_t n)
+{
+  size_t cap;
+  char *nb;
+
+  if (c->out_len + n <= c->out_cap)
+    return 0;
+  if (c->out_sent > 0) {
+    memmove (c->out, c->out + c->out_sent, pending (c));
+    c->out_len -= c->out_sent;
+    c->out_sent = 0;
+    if (c->out_len + n <= c->out_cap)
+      return 0;
+  }
+  cap = c->out_cap ? c->out_cap * 2 : 64 << 10;
+  if (cap < c->out_len + n)
+    cap = c->out_len + n;
+  nb = realloc (c->out, cap);
+  if (nb == NULL)
+    return -1;
+  c->out = nb;
+  c->out_cap = cap;
+  return 0;
+}
+
 static void
 queue_reply (struct client *c, json_object *reply)
 {
   const char *s = json_object_to_json_string_ext (reply, JSON_C_TO_STRING_PLAIN);
   size_t n = strlen (s);
-  char *nb;
 
-  if (c->out_sent > 0) {        /* what went out makes room */
-    memmove (c->out, c->out + c->out_sent, pending (c));
-    c->out_len -= c->out_sent;
-    c->out_sent = 0;
-  }
-  nb = realloc (c->out, c->out_len + n + 1);
-  if (nb == NULL) {
+  if (out_reserve (c, n + 1) == -1) {
+    log_ratelimit (LOG_ERR, "control client %s: out of memory for a reply",
+                   c->name);
     c->closing = true;
     return;
   }
   if (c->out_len == 0)
     c->progress_ns = loop_now_ns ();
-  c->out = nb;
   memcpy (c->out + c->out_len, s, n);
   c->out[c->out_len + n] = '\n';
   c->out_len += n + 1;
@@ -668,7 +692,13 @@ flush_output (struct client *c)
     c->told_full = false;
   if (c->out_sent < c->out_len)
     return;
+  /* All out: an idle client keeps no big buffer. */
   c->out_len = c->out_sent = 0;
+  if (c->out_cap > (64 << 10)) {
+    free (c->out);
+    c->out = NULL;
+    c->out_cap = 0;
+  }
   if (c->closing)
     client_kill (c);
 }
