@@ -576,17 +576,54 @@ error_reply (const char *msg, int err)
   return r;
 }
 
-static void
-handle_line (struct client *c, const char *line)
+/* The request on LINE: one JSON object and nothing after it but
+ * blanks.  NULL with *WHY when it is anything else. */
+static json_object *
+parse_request (const char *line, const char **why)
 {
-  enum json_tokener_error jerr;
-  json_object *req = json_tokener_parse_verbose (line, &jerr), *result, *reply;
+  struct json_tokener *tok = json_tokener_new ();
+  size_t end;
+  json_object *req;
 
-  /* "null" parses, to NULL, with no error to describe. */
-  if (req == NULL || !json_object_is_type (req, json_type_object)) {
-    reply = error_reply (req || jerr == json_tokener_success
-                         ? "request is not a JSON object"
-                         : json_tokener_error_desc (jerr), EINVAL);
+  if (tok == NULL) {
+    *why = "out of memory";
+    return NULL;
+  }
+  /* With -1 the terminating NUL is parsed too: the end of the data. */
+  req = json_tokener_parse_ex (tok, line, -1);
+  end = json_tokener_get_parse_end (tok);
+  if (req == NULL)
+    /* "null" parses, to NULL, with no error to describe. */
+    *why = json_tokener_get_error (tok) == json_tokener_success
+      ? "request is not a JSON object"
+      : json_tokener_error_desc (json_tokener_get_error (tok));
+  else if (!json_object_is_type (req, json_type_object))
+    *why = "request is not a JSON object";
+  else if (line[end + strspn (line + end, " \t\r")] != '\0')
+    *why = "data after the request's JSON object";
+  else
+    *why = NULL;
+  json_tokener_free (tok);
+  if (*why && req) {
+    json_object_put (req);
+    req = NULL;
+  }
+  return req;
+}
+
+/* LINE, LEN bytes (then a NUL): a request, or a blank line (none). */
+static void
+handle_line (struct client *c, const char *line, size_t len)
+{
+  const char *why = "request contains a NUL byte";
+  json_object *req = NULL, *result, *reply;
+
+  if (strspn (line, " \t\r") == len)
+    return;
+  if (strlen (line) == len)
+    req = parse_request (line, &why);
+  if (req == NULL) {
+    reply = error_reply (why, EINVAL);
     c->closing = true;
   }
   else if ((result = dispatch (req, c)) == PENDING) {
@@ -629,8 +666,7 @@ process_input (struct client *c)
     }
     *nl = '\0';
     c->in_start += (size_t) (nl - line) + 1;
-    if (nl > line)
-      handle_line (c, line);
+    handle_line (c, line, (size_t) (nl - line));
   }
   if (c->in_start == c->in_len)
     c->in_start = c->in_len = 0;

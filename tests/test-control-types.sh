@@ -131,14 +131,24 @@ refused({"command": "verify", "export": True}, "field 'export' must be a string,
 r = call({"command": "version"})
 assert r["ok"], r
 
-# A bare JSON value is not a request: a clear error, then the close.
-for line in ("null", "42", '"status"', "true"):
+# A bare JSON value is not a request, nor is an object with more after
+# it: a clear error, then the close.
+for line, why in (("null", "request is not a JSON object"),
+                  ("42", "request is not a JSON object"),
+                  ('"status"', "request is not a JSON object"),
+                  ("true", "request is not a JSON object"),
+                  ('{"command": "version"} {"command": "status"}',
+                   "data after the request's JSON object"),
+                  ('{"command": "version"}x', "data after the request's JSON object")):
     c = socket.socket(socket.AF_UNIX)
     c.settimeout(20)
     c.connect(path)
     c.sendall(line.encode() + b"\n")
     r = json.loads(c.makefile().readline())
-    assert r == {"ok": False, "error": "request is not a JSON object", "errno": 22}, (line, r)
+    assert r == {"ok": False, "error": why, "errno": 22}, (line, r)
+# Blank lines are skipped; CRLF line ends are fine.
+r = call(' \t\r\n\r\n{"command": "version"} \r')
+assert r["ok"] and "version" in r["result"], r
 PY
 
 # mirrorctl sends each typed field with its type.
