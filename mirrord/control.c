@@ -592,6 +592,8 @@ parse_request (const char *line, const char **why)
   /* With -1 the terminating NUL is parsed too: the end of the data. */
   req = json_tokener_parse_ex (tok, line, -1);
   end = json_tokener_get_parse_end (tok);
+  if (end > strlen (line))
+    end = strlen (line);        /* a number ends at the NUL it read */
   if (req == NULL)
     /* "null" parses, to NULL, with no error to describe. */
     *why = json_tokener_get_error (tok) == json_tokener_success
