@@ -116,7 +116,8 @@ or_default (const char *s, const char *def)
 /* print.c: human-readable output. */
 void print_status (json_object *result);
 void print_verify (const char *export, json_object *result);
-const char *print_eta (uint64_t seconds, char *buf, size_t len);
+/* The mirror M's "eta_s" as 1h02m03s, or "unknown" when null. */
+const char *print_eta (json_object *m, char *buf, size_t len);
 /* DONE of TOTAL in percent, rounded down to 0.1 (100 when TOTAL is 0). */
 double print_percent (uint64_t done, uint64_t total);
 

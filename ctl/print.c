@@ -11,9 +11,13 @@
 #include "ctl.h"
 
 const char *
-print_eta (uint64_t s, char *buf, size_t len)
+print_eta (json_object *m, char *buf, size_t len)
 {
-  if (s >= 3600)
+  uint64_t s = field_u64 (m, "eta_s");
+
+  if (!field_has (m, "eta_s"))  /* null: no rate to go by */
+    snprintf (buf, len, "unknown");
+  else if (s >= 3600)
     snprintf (buf, len, "%" PRIu64 "h%02um%02us", s / 3600,
               (unsigned) (s / 60 % 60), (unsigned) (s % 60));
   else if (s >= 60)
@@ -48,7 +52,7 @@ print_mirror (json_object *m)
           size_format (d, done, sizeof done), size_format (t, total, sizeof total),
           print_percent (d, t),
           size_format (field_u64 (m, "rate_bytes_per_s"), rate, sizeof rate),
-          print_eta (field_u64 (m, "eta_s"), eta, sizeof eta));
+          print_eta (m, eta, sizeof eta));
   if (field_str (m, "error"))
     printf (", error %s", field_str (m, "error"));
   putchar ('\n');

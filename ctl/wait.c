@@ -37,7 +37,7 @@ progress_draw (struct progress *p, json_object *m)
   fprintf (stderr, "\r[%s] %5.1f%% %s/%s %s/s ETA %s %s\033[K", bar, pct,
            size_format (d, done, sizeof done), size_format (t, total, sizeof total),
            size_format (field_u64 (m, "rate_bytes_per_s"), rate, sizeof rate),
-           print_eta (field_u64 (m, "eta_s"), eta, sizeof eta),
+           print_eta (m, eta, sizeof eta),
            or_default (field_str (m, "state"), "?"));
   fflush (stderr);
   p->drawn = true;

@@ -15,8 +15,14 @@
 #define DEFAULT_NBD_SOCKET "/run/mirrord/nbd.sock"
 #define DEFAULT_CONTROL "/run/mirrord/control.sock"
 #define DEFAULT_STATE_DIR "/var/lib/mirrord"
-#define DEFAULT_MAX_CONNECTIONS 1024
-#define DEFAULT_HANDSHAKE_TIMEOUT 60
+/* Unix-socket clients are the hypervisor's disks: room for many VMs.
+ * TCP clients are peers and tools: a few per host, a few hosts. */
+#define DEFAULT_MAX_CONNECTIONS_UNIX 1024
+#define DEFAULT_MAX_CONNECTIONS_TCP 256
+#define DEFAULT_MAX_CONNECTIONS_PER_HOST 32
+/* Negotiation (TLS included) takes milliseconds; a client that has not
+ * chosen an export by then holds a slot for nothing. */
+#define DEFAULT_HANDSHAKE_TIMEOUT 10
 
 /* ---- The INI file ---- */
 
@@ -127,6 +133,12 @@ set_global (struct config *cfg, const char *key, const char *v)
   }
   if (strcmp (key, "max-connections") == 0)
     return set_uint (&cfg->max_connections, key, v);
+  if (strcmp (key, "max-connections-unix") == 0)
+    return set_uint (&cfg->max_connections_unix, key, v);
+  if (strcmp (key, "max-connections-tcp") == 0)
+    return set_uint (&cfg->max_connections_tcp, key, v);
+  if (strcmp (key, "max-connections-per-host") == 0)
+    return set_uint (&cfg->max_connections_per_host, key, v);
   if (strcmp (key, "handshake-timeout") == 0)
     return set_uint (&cfg->handshake_timeout, key, v);
   return error_set (0, "unknown key '%s' in [mirrord]", key);
@@ -361,8 +373,15 @@ apply_defaults (struct config *cfg)
       || (!cfg->control && set_string (&cfg->control, DEFAULT_CONTROL) == -1)
       || (!cfg->state_dir && set_string (&cfg->state_dir, DEFAULT_STATE_DIR) == -1))
     return -1;
-  if (cfg->max_connections == 0)
-    cfg->max_connections = DEFAULT_MAX_CONNECTIONS;
+  /* max-connections, the older key, is the default of both budgets. */
+  if (cfg->max_connections_unix == 0)
+    cfg->max_connections_unix = cfg->max_connections
+      ? cfg->max_connections : DEFAULT_MAX_CONNECTIONS_UNIX;
+  if (cfg->max_connections_tcp == 0)
+    cfg->max_connections_tcp = cfg->max_connections
+      ? cfg->max_connections : DEFAULT_MAX_CONNECTIONS_TCP;
+  if (cfg->max_connections_per_host == 0)
+    cfg->max_connections_per_host = DEFAULT_MAX_CONNECTIONS_PER_HOST;
   if (cfg->handshake_timeout == 0)
     cfg->handshake_timeout = DEFAULT_HANDSHAKE_TIMEOUT;
   return 0;

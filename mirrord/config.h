@@ -12,7 +12,9 @@
  *
  * The file has a [mirrord] section with the long options' names as
  * keys (nbd-socket, nbd-listen, control, state-dir, tls-psk, insecure,
- * pid-file, max-connections, handshake-timeout) and one
+ * pid-file), the server's limits (max-connections-unix,
+ * max-connections-tcp, max-connections-per-host, max-connections for
+ * both of the first two, handshake-timeout) and one
  * [export NAME] section per export (path, format, role, peer, mode,
  * granularity, bandwidth, readonly).  Every error names the file and
  * the line.
@@ -32,8 +34,11 @@ struct config {
   char *tls_psk;
   char *pid_file;
   bool insecure;
-  unsigned max_connections;
-  unsigned handshake_timeout;
+  unsigned max_connections;     /* as given: the default of the next two */
+  unsigned max_connections_unix;
+  unsigned max_connections_tcp;
+  unsigned max_connections_per_host;
+  unsigned handshake_timeout;   /* seconds */
   struct export_spec *exports;  /* the file's first, then --export's */
   size_t nr_exports;
   size_t nr_file_exports;

@@ -1,10 +1,30 @@
 /* SPDX-License-Identifier: MIT */
-/* The control socket: framing, dispatch, and the commands. */
+/* The control socket: framing, dispatch, and the commands.
+ *
+ * Flow control.  Requests are read into c->in (at most MAX_LINE bytes)
+ * and answered in order; replies wait in c->out until the socket takes
+ * them.  A client that sends requests and never reads the replies would
+ * make c->out grow without bound: once OUT_CAP bytes of its replies
+ * wait, its requests are no longer answered nor its socket read, until
+ * the output drains below the cap.  A reply is never cut, so one reply
+ * may take the output over the cap (a large status still goes out).  A
+ * client thus costs at most MAX_LINE + OUT_CAP + one reply; one that
+ * stays full for STALL_S without taking a byte is disconnected.  Both
+ * are logged (rate-limited).
+ *
+ * Fairness.  One callback answers at most BATCH requests of a client
+ * and comes back from the loop for the rest, so a client with a
+ * thousand pipelined requests does not hold up the others.
+ *
+ * Out of descriptors.  As for the NBD listeners (nbd/server.c): the
+ * waiting clients are closed through the reserve descriptor, and if
+ * that takes none the listener rests until a client closes or the next
+ * tick. */
 #include <config.h>
 
 #include <errno.h>
 #include <limits.h>
-#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -15,26 +35,37 @@
 #include <json-c/json.h>
 
 #include "common/error.h"
+#include "common/fdreserve.h"
 #include "common/log.h"
 #include "control.h"
 #include "export.h"
 #include "ha/ha.h"
 #include "ha/verify.h"
+#include "jsonarg.h"
 #include "mirror.h"
 #include "status.h"
 
 #define MAX_LINE (1u << 20)
+#define OUT_CAP (1u << 20)
+#define BATCH 16
+#define STALL_S 30
+#define ACCEPT_BATCH 16
 
 struct client {
   int fd;
   struct loop_source *src;
   struct list node;
+  char name[32];                /* "pid N" from its credentials */
   char *in;
-  size_t in_len;
+  size_t in_start, in_len;      /* unparsed: in[in_start, in_len) */
   char *out;
-  size_t out_len, out_sent;
+  size_t out_len, out_sent, out_cap;
+  uint64_t progress_ns;         /* its output last began or moved */
+  bool told_full;               /* its stop for a full output is logged */
+  bool eof;                     /* it sent all it will: answer, then close */
   bool closing;
   bool busy;                    /* an asynchronous command is running */
+  struct loop_deferred more;    /* requests left after a BATCH */
 };
 
 static struct {
@@ -42,6 +73,8 @@ static struct {
   int fd;
   char *path;
   struct loop_source *src;
+  struct loop_source *tick;
+  bool accept_paused;           /* out of descriptors */
   struct list clients;
 } ctl = { .fd = -1, .clients = LIST_INIT (ctl.clients) };
 
@@ -56,16 +89,6 @@ static char pending_marker;
 
 static void control_reply (struct client *c, json_object *result);
 
-static const char *
-get_str (json_object *req, const char *key)
-{
-  json_object *v;
-
-  if (!json_object_object_get_ex (req, key, &v) || !json_object_is_type (v, json_type_string))
-    return NULL;
-  return json_object_get_string (v);
-}
-
 static json_object *
 cmd_version (json_object *req, struct client *c)
 {
@@ -77,14 +100,11 @@ cmd_version (json_object *req, struct client *c)
 static json_object *
 cmd_status (json_object *req, struct client *c)
 {
-  const char *name = get_str (req, "export");
-  json_object *r, *arr, *v;
+  const char *name;
+  json_object *r, *arr;
 
-  if (json_object_object_get_ex (req, "export", &v) && name == NULL
-      && !json_object_is_type (v, json_type_null)) {
-    error_set (EINVAL, "\"export\" must be a string");
+  if (jsonarg_string (req, "export", &name) == -1)
     return NULL;
-  }
   r = json_object_new_object ();
   arr = json_object_new_array ();
 
@@ -104,34 +124,31 @@ cmd_status (json_object *req, struct client *c)
   return r;
 }
 
-/* Copies the request's export keys into SPEC. */
+/* Copies the request's export keys into SPEC: the config file's
+ * parsers check the values, so all three ways in accept the same. */
 static int
 spec_from_json (struct export_spec *spec, json_object *req)
 {
-  static const char *const keys[] = {
-    "path", "format", "role", "peer", "mode", "granularity", "bandwidth",
-    "cache", "max-lag", "fence-peer", "peer-timeout",
+  static const struct { const char *key; enum { TEXT, SIZE, DURATION } kind; } keys[] = {
+    { "path", TEXT }, { "format", TEXT }, { "role", TEXT }, { "peer", TEXT },
+    { "mode", TEXT }, { "cache", TEXT }, { "fence-peer", TEXT },
+    { "granularity", SIZE }, { "bandwidth", SIZE }, { "max-lag", SIZE },
+    { "peer-timeout", DURATION },
   };
-  const char *name = get_str (req, "name");
-  json_object *v;
+  const char *name, *v;
+  char buf[64];
 
-  /* Not a string (null, a number): left unset, so validation says so. */
-  if (name && (spec->name = strdup (name)) == NULL)
+  if (jsonarg_string_required (req, "name", &name) == -1
+      || jsonarg_bool (req, "readonly", &spec->readonly) == -1)
+    return -1;
+  if ((spec->name = strdup (name)) == NULL)
     return error_set (ENOMEM, "strdup");
   for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
-    if (!json_object_object_get_ex (req, keys[i], &v) || json_object_is_type (v, json_type_null))
-      continue;
-    if (export_spec_set (spec, keys[i], json_object_get_string (v)) == -1)
+    int r = keys[i].kind == TEXT ? jsonarg_string (req, keys[i].key, &v)
+      : jsonarg_config_value (req, keys[i].key, keys[i].kind == SIZE,
+                              buf, sizeof buf, &v);
+    if (r == -1 || (v && export_spec_set (spec, keys[i].key, v) == -1))
       return -1;
-  }
-  if (json_object_object_get_ex (req, "readonly", &v)) {
-    /* json-c would call the string "false" true: insist on a boolean,
-     * or a string the config file would accept. */
-    if (json_object_is_type (v, json_type_boolean))
-      spec->readonly = json_object_get_boolean (v);
-    else if (!json_object_is_type (v, json_type_string)
-             || export_spec_set (spec, "readonly", json_object_get_string (v)) == -1)
-      return error_set (EINVAL, "\"readonly\" must be true or false");
   }
   return export_spec_validate (spec);
 }
@@ -152,13 +169,10 @@ cmd_export_add (json_object *req, struct client *c)
 static json_object *
 cmd_export_remove (json_object *req, struct client *c)
 {
-  const char *name = get_str (req, "name");
+  const char *name;
 
-  if (name == NULL) {
-    error_set (EINVAL, "export-remove needs a \"name\"");
-    return NULL;
-  }
-  if (export_remove (name) == -1)
+  if (jsonarg_string_required (req, "name", &name) == -1
+      || export_remove (name) == -1)
     return NULL;
   return json_object_new_object ();
 }
@@ -167,32 +181,15 @@ cmd_export_remove (json_object *req, struct client *c)
 static struct export *
 get_export (json_object *req)
 {
-  const char *name = get_str (req, "export");
+  const char *name;
   struct export *e;
 
-  if (name == NULL) {
-    error_set (EINVAL, "request needs an \"export\" string");
+  if (jsonarg_string_required (req, "export", &name) == -1)
     return NULL;
-  }
   e = export_find (name);
   if (e == NULL)
     error_set (ENOENT, "export %s not found", name);
   return e;
-}
-
-/* An optional non-negative integer argument. */
-static int
-get_u64 (json_object *req, const char *key, uint64_t *out)
-{
-  json_object *v;
-
-  *out = 0;
-  if (!json_object_object_get_ex (req, key, &v) || json_object_is_type (v, json_type_null))
-    return 0;
-  if (!json_object_is_type (v, json_type_int) || json_object_get_int64 (v) < 0)
-    return error_set (EINVAL, "\"%s\" must be a non-negative integer", key);
-  *out = (uint64_t) json_object_get_int64 (v);
-  return 0;
 }
 
 /* Forget dirty regions whose data is safe elsewhere (after a backup,
@@ -203,8 +200,8 @@ cmd_bitmap_clear (json_object *req, struct client *c)
   struct export *e = get_export (req);
   uint64_t offset, length;
 
-  if (e == NULL || get_u64 (req, "offset", &offset) == -1
-      || get_u64 (req, "length", &length) == -1)
+  if (e == NULL || jsonarg_u64 (req, "offset", &offset) == -1
+      || jsonarg_u64 (req, "length", &length) == -1)
     return NULL;
   if (offset > export_size (e)) {
     error_set (EINVAL, "offset %llu is past the end of export %s",
@@ -215,21 +212,6 @@ cmd_bitmap_clear (json_object *req, struct client *c)
             e->spec.name, (unsigned long long) offset, (unsigned long long) length);
   export_bitmap_clear (e, offset, length);
   return status_export_json (e);
-}
-
-/* An optional boolean argument. */
-static int
-get_bool (json_object *req, const char *key, bool *out)
-{
-  json_object *v;
-
-  *out = false;
-  if (!json_object_object_get_ex (req, key, &v) || json_object_is_type (v, json_type_null))
-    return 0;
-  if (!json_object_is_type (v, json_type_boolean))
-    return error_set (EINVAL, "\"%s\" must be true or false", key);
-  *out = json_object_get_boolean (v);
-  return 0;
 }
 
 /* ---- Mirror commands ---- */
@@ -278,16 +260,14 @@ static json_object *
 cmd_mirror_start (json_object *req, struct client *c)
 {
   struct export *e = get_export (req);
-  const char *uri = get_str (req, "uri"), *mode = get_str (req, "mode");
+  const char *uri, *mode;
   uint64_t bandwidth;
   struct waiter *w;
 
-  if (e == NULL || get_u64 (req, "bandwidth", &bandwidth) == -1)
+  if (e == NULL || jsonarg_string_required (req, "uri", &uri) == -1
+      || jsonarg_string (req, "mode", &mode) == -1
+      || jsonarg_u64 (req, "bandwidth", &bandwidth) == -1)
     return NULL;
-  if (uri == NULL) {
-    error_set (EINVAL, "mirror-start needs a \"uri\"");
-    return NULL;
-  }
   if (mode && strcmp (mode, "sync") != 0 && strcmp (mode, "async") != 0) {
     error_set (EINVAL, "mode must be sync or async, not '%s'", mode);
     return NULL;
@@ -340,7 +320,7 @@ cmd_promote (json_object *req, struct client *c)
   struct waiter *w;
   bool force;
 
-  if (get_bool (req, "force", &force) == -1 || (e = get_ha_export (req)) == NULL)
+  if (jsonarg_bool (req, "force", &force) == -1 || (e = get_ha_export (req)) == NULL)
     return NULL;
   if ((w = waiter_new (c, e)) == NULL) {
     error_set (ENOMEM, "allocating");
@@ -361,7 +341,7 @@ cmd_demote (json_object *req, struct client *c)
   bool force;
 
   (void) c;
-  if (get_bool (req, "force", &force) == -1 || (e = get_ha_export (req)) == NULL
+  if (jsonarg_bool (req, "force", &force) == -1 || (e = get_ha_export (req)) == NULL
       || ha_demote (e->ha, force, e->nr_clients) == -1)
     return NULL;
   return status_export_json (e);
@@ -427,21 +407,18 @@ cutover_done (void *opaque, int err, double downtime_ms)
   waiter_done (w, r);
 }
 
-/* The optional "timeout" in seconds (an integer or a fraction) as
- * milliseconds, 0 when there is none. */
+/* The optional "timeout" in seconds as milliseconds, 0 when there is
+ * none. */
 static int
 get_timeout_ms (json_object *req, unsigned *ms)
 {
-  json_object *v;
   double s;
 
   *ms = 0;
-  if (!json_object_object_get_ex (req, "timeout", &v) || json_object_is_type (v, json_type_null))
-    return 0;
-  s = json_object_get_double (v);
-  if ((!json_object_is_type (v, json_type_int) && !json_object_is_type (v, json_type_double))
-      || !isfinite (s) || s < 0)
-    return error_set (EINVAL, "\"timeout\" must be a non-negative number of seconds");
+  if (jsonarg_seconds (req, "timeout", &s) == -1)
+    return -1;
+  if (s < 0)
+    return 0;                   /* not given */
   /* Nothing drains in no time: 0 gives up at the first chance.  The
    * timer counts milliseconds up to 49 days: longer is capped there. */
   *ms = s * 1000 >= UINT_MAX ? UINT_MAX : s * 1000 < 1 ? 1 : (unsigned) (s * 1000);
@@ -494,12 +471,10 @@ static const struct {
 static json_object *
 dispatch (json_object *req, struct client *c)
 {
-  const char *name = get_str (req, "command");
+  const char *name;
 
-  if (name == NULL) {
-    error_set (EINVAL, "request has no \"command\" string");
+  if (jsonarg_string_required (req, "command", &name) == -1)
     return NULL;
-  }
   for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
     if (strcmp (commands[i].name, name) == 0)
       return commands[i].fn (req, c);
@@ -507,28 +482,77 @@ dispatch (json_object *req, struct client *c)
   return NULL;
 }
 
-/* ---- Framing ---- */
+/* ---- Framing and flow control ---- */
 
 static void client_kill (struct client *c);
 static void client_free (struct client *c);
-static void client_update (struct client *c);
-static void flush_output (struct client *c);
+static void client_settle (struct client *c);
+
+static size_t
+pending (const struct client *c)
+{
+  return c->out_len - c->out_sent;
+}
+
+static bool
+output_full (const struct client *c)
+{
+  return pending (c) >= OUT_CAP;
+}
+
+/* Room for N more bytes at the end of C's output: what went out is
+ * dropped when that makes room, else the buffer doubles, so a reply
+ * costs its own copy only (a realloc per reply copied the whole
+ * pending output each time). */
+static int
+out_reserve (struct client *c, size_t n)
+{
+  size_t cap;
+  char *nb;
+
+  if (c->out_len + n <= c->out_cap)
+    return 0;
+  if (c->out_sent > 0) {
+    memmove (c->out, c->out + c->out_sent, pending (c));
+    c->out_len -= c->out_sent;
+    c->out_sent = 0;
+    if (c->out_len + n <= c->out_cap)
+      return 0;
+  }
+  cap = c->out_cap ? c->out_cap * 2 : 64 << 10;
+  if (cap < c->out_len + n)
+    cap = c->out_len + n;
+  nb = realloc (c->out, cap);
+  if (nb == NULL)
+    return -1;
+  c->out = nb;
+  c->out_cap = cap;
+  return 0;
+}
 
 static void
 queue_reply (struct client *c, json_object *reply)
 {
   const char *s = json_object_to_json_string_ext (reply, JSON_C_TO_STRING_PLAIN);
   size_t n = strlen (s);
-  char *nb = realloc (c->out, c->out_len + n + 1);
 
-  if (nb == NULL) {
+  if (out_reserve (c, n + 1) == -1) {
+    log_ratelimit (LOG_ERR, "control client %s: out of memory for a reply",
+                   c->name);
     c->closing = true;
     return;
   }
-  c->out = nb;
+  if (c->out_len == 0)
+    c->progress_ns = loop_now_ns ();
   memcpy (c->out + c->out_len, s, n);
   c->out[c->out_len + n] = '\n';
   c->out_len += n + 1;
+  if (output_full (c) && !c->told_full) {
+    c->told_full = true;
+    log_ratelimit (LOG_WARNING, "control client %s: %zu bytes of replies "
+                   "unread: answering none of its requests until it reads",
+                   c->name, pending (c));
+  }
 }
 
 static json_object *
@@ -552,15 +576,56 @@ error_reply (const char *msg, int err)
   return r;
 }
 
-static void
-handle_line (struct client *c, const char *line)
+/* The request on LINE: one JSON object and nothing after it but
+ * blanks.  NULL with *WHY when it is anything else. */
+static json_object *
+parse_request (const char *line, const char **why)
 {
-  enum json_tokener_error jerr;
-  json_object *req = json_tokener_parse_verbose (line, &jerr), *result, *reply;
+  struct json_tokener *tok = json_tokener_new ();
+  size_t end;
+  json_object *req;
 
-  if (req == NULL || !json_object_is_type (req, json_type_object)) {
-    reply = error_reply (req ? "request is not a JSON object"
-                         : json_tokener_error_desc (jerr), EINVAL);
+  if (tok == NULL) {
+    *why = "out of memory";
+    return NULL;
+  }
+  /* With -1 the terminating NUL is parsed too: the end of the data. */
+  req = json_tokener_parse_ex (tok, line, -1);
+  end = json_tokener_get_parse_end (tok);
+  if (end > strlen (line))
+    end = strlen (line);        /* a number ends at the NUL it read */
+  if (req == NULL)
+    /* "null" parses, to NULL, with no error to describe. */
+    *why = json_tokener_get_error (tok) == json_tokener_success
+      ? "request is not a JSON object"
+      : json_tokener_error_desc (json_tokener_get_error (tok));
+  else if (!json_object_is_type (req, json_type_object))
+    *why = "request is not a JSON object";
+  else if (line[end + strspn (line + end, " \t\r")] != '\0')
+    *why = "data after the request's JSON object";
+  else
+    *why = NULL;
+  json_tokener_free (tok);
+  if (*why && req) {
+    json_object_put (req);
+    req = NULL;
+  }
+  return req;
+}
+
+/* LINE, LEN bytes (then a NUL): a request, or a blank line (none). */
+static void
+handle_line (struct client *c, const char *line, size_t len)
+{
+  const char *why = "request contains a NUL byte";
+  json_object *req = NULL, *result, *reply;
+
+  if (strspn (line, " \t\r") == len)
+    return;
+  if (strlen (line) == len)
+    req = parse_request (line, &why);
+  if (req == NULL) {
+    reply = error_reply (why, EINVAL);
     c->closing = true;
   }
   else if ((result = dispatch (req, c)) == PENDING) {
@@ -580,24 +645,126 @@ handle_line (struct client *c, const char *line)
 }
 
 static void
+more_input (void *opaque)
+{
+  client_settle (opaque);
+}
+
+/* Answers the complete lines received, BATCH at a time, while the
+ * client may be answered. */
+static void
 process_input (struct client *c)
 {
-  char *nl;
+  unsigned done = 0;
+  char *line, *nl;
 
-  while (!c->closing && !c->busy && (nl = memchr (c->in, '\n', c->in_len)) != NULL) {
-    size_t len = (size_t) (nl - c->in);
+  while (!c->closing && !c->busy && !output_full (c)
+         && (nl = memchr (line = c->in + c->in_start, '\n',
+                          c->in_len - c->in_start)) != NULL) {
+    if (done++ == BATCH) {
+      if (!c->more.queued)
+        loop_defer (ctl.loop, &c->more, more_input, c);
+      return;
+    }
     *nl = '\0';
-    if (len > 0)
-      handle_line (c, c->in);
-    memmove (c->in, nl + 1, c->in_len - len - 1);
-    c->in_len -= len + 1;
+    c->in_start += (size_t) (nl - line) + 1;
+    handle_line (c, line, (size_t) (nl - line));
   }
-  if (!c->closing && !c->busy && c->in_len >= MAX_LINE) {
+  if (c->in_start == c->in_len)
+    c->in_start = c->in_len = 0;
+  if (c->eof && !c->busy
+      && memchr (c->in + c->in_start, '\n', c->in_len - c->in_start) == NULL)
+    c->closing = true;          /* all answered: close once sent */
+  if (!c->closing && c->in_len - c->in_start >= MAX_LINE
+      && memchr (c->in + c->in_start, '\n', c->in_len - c->in_start) == NULL) {
     json_object *r = error_reply ("request line over 1 MiB", E2BIG);
     queue_reply (c, r);
     json_object_put (r);
     c->closing = true;
   }
+}
+
+/* May the client's socket be read now? */
+static bool
+wants_input (const struct client *c)
+{
+  return !c->closing && !c->eof && !c->busy && !output_full (c)
+    && c->in_len - c->in_start < MAX_LINE;
+}
+
+static void
+receive (struct client *c)
+{
+  ssize_t r;
+
+  if (c->in_len == MAX_LINE) { /* room at the front only */
+    memmove (c->in, c->in + c->in_start, c->in_len - c->in_start);
+    c->in_len -= c->in_start;
+    c->in_start = 0;
+  }
+  r = recv (c->fd, c->in + c->in_len, MAX_LINE - c->in_len, MSG_DONTWAIT);
+  if (r == 0)
+    c->eof = true;              /* a half-close still gets its replies */
+  else if (r == -1 && errno != EAGAIN && errno != EINTR)
+    client_kill (c);
+  else if (r > 0)
+    c->in_len += (size_t) r;
+}
+
+static void
+flush_output (struct client *c)
+{
+  while (c->out_sent < c->out_len) {
+    ssize_t r = send (c->fd, c->out + c->out_sent, pending (c),
+                      MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (r == -1) {
+      if (errno == EAGAIN || errno == EINTR)
+        break;
+      client_kill (c);
+      return;
+    }
+    c->out_sent += (size_t) r;
+    c->progress_ns = loop_now_ns ();
+  }
+  if (!output_full (c))
+    c->told_full = false;
+  if (c->out_sent < c->out_len)
+    return;
+  /* All out: an idle client keeps no big buffer. */
+  c->out_len = c->out_sent = 0;
+  if (c->out_cap > (64 << 10)) {
+    free (c->out);
+    c->out = NULL;
+    c->out_cap = 0;
+  }
+  if (c->closing)
+    client_kill (c);
+}
+
+static void
+client_update (struct client *c)
+{
+  uint32_t ev = wants_input (c) ? EPOLLIN : 0;
+
+  if (c->out_sent < c->out_len)
+    ev |= EPOLLOUT;
+  loop_source_set_events (c->src, ev);
+}
+
+/* After anything happened to C: answer what may be answered, send,
+ * and wait for what C may do next.  A closed client is freed here,
+ * unless a command still runs for it (control_reply frees it). */
+static void
+client_settle (struct client *c)
+{
+  if (c->fd >= 0)
+    process_input (c);
+  if (c->fd >= 0)
+    flush_output (c);
+  if (c->fd >= 0)
+    client_update (c);
+  else if (!c->busy)
+    client_free (c);
 }
 
 /* The outcome of an asynchronous command (RESULT, or NULL: the error
@@ -609,38 +776,10 @@ control_reply (struct client *c, json_object *result)
     : error_reply (error_get (), error_errno ());
 
   c->busy = false;
-  if (c->fd < 0) {
-    json_object_put (reply);
-    client_free (c);
-    return;
-  }
-  queue_reply (c, reply);
-  json_object_put (reply);
-  process_input (c);            /* requests that waited behind it */
-  flush_output (c);
   if (c->fd >= 0)
-    client_update (c);
-  else if (!c->busy)
-    client_free (c);
-}
-
-static void
-flush_output (struct client *c)
-{
-  while (c->out_sent < c->out_len) {
-    ssize_t r = send (c->fd, c->out + c->out_sent, c->out_len - c->out_sent,
-                      MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (r == -1) {
-      if (errno == EAGAIN || errno == EINTR)
-        return;
-      client_kill (c);
-      return;
-    }
-    c->out_sent += (size_t) r;
-  }
-  c->out_len = c->out_sent = 0;
-  if (c->closing)
-    client_kill (c);
+    queue_reply (c, reply);
+  json_object_put (reply);
+  client_settle (c);            /* and the requests that waited behind it */
 }
 
 static void
@@ -648,33 +787,17 @@ on_client (void *opaque, uint32_t events)
 {
   struct client *c = opaque;
 
-  if (events & EPOLLOUT)
+  if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
     flush_output (c);
-  if (c->fd >= 0 && (events & (EPOLLIN | EPOLLHUP | EPOLLERR))) {
-    ssize_t r = recv (c->fd, c->in + c->in_len, MAX_LINE - c->in_len, MSG_DONTWAIT);
-    if (r == 0 || (r == -1 && errno != EAGAIN && errno != EINTR))
-      client_kill (c);
-    else if (r > 0) {
-      c->in_len += (size_t) r;
-      process_input (c);
-    }
-  }
-  if (c->fd >= 0)
-    flush_output (c);
-  if (c->fd >= 0)
-    client_update (c);
-  else if (!c->busy)
-    client_free (c);            /* a busy one is freed by control_reply */
-}
-
-static void
-client_update (struct client *c)
-{
-  uint32_t ev = c->closing || c->busy ? 0 : EPOLLIN;
-
-  if (c->out_sent < c->out_len)
-    ev |= EPOLLOUT;
-  loop_source_set_events (c->src, ev);
+  /* Hung up while we do not read it (busy, or full): it reads nothing
+   * more either, and the hang-up would wake us again and again. */
+  if (c->fd >= 0 && (events & (EPOLLHUP | EPOLLERR)) && !wants_input (c))
+    client_kill (c);
+  /* Not while its output is full, even if the event was already on
+   * its way: that is the backpressure. */
+  if (c->fd >= 0 && wants_input (c) && (events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
+    receive (c);
+  client_settle (c);
 }
 
 /* Closes the socket; the caller frees the client once it is done
@@ -690,36 +813,103 @@ client_kill (struct client *c)
 }
 
 static void
+resume_accepting (void)
+{
+  if (!ctl.accept_paused || ctl.fd < 0)
+    return;
+  ctl.accept_paused = false;
+  fdreserve_init ();
+  loop_source_set_events (ctl.src, EPOLLIN);
+}
+
+static void
 client_free (struct client *c)
 {
   client_kill (c);
+  loop_cancel_deferred (ctl.loop, &c->more);
   list_del (&c->node);
   free (c->in);
   free (c->out);
   free (c);
+  resume_accepting ();          /* a descriptor is free */
+}
+
+/* Once a second: clients stuck on a full output go; a listener that
+ * rested for want of descriptors tries again. */
+static void
+control_tick (void *opaque)
+{
+  uint64_t now = loop_now_ns ();
+  struct list *pos, *tmp;
+
+  list_for_each_safe (pos, tmp, &ctl.clients) {
+    struct client *c = list_entry (pos, struct client, node);
+    if (c->fd < 0 || !output_full (c)
+        || now - c->progress_ns < STALL_S * UINT64_C (1000000000))
+      continue;
+    log_ratelimit (LOG_WARNING, "control client %s: disconnected: read none "
+                   "of its %zu bytes of replies for %d s", c->name,
+                   pending (c), STALL_S);
+    client_kill (c);
+    if (!c->busy)
+      client_free (c);
+  }
+  resume_accepting ();
+}
+
+static void
+client_new (int fd)
+{
+  struct client *c = calloc (1, sizeof *c);
+  struct ucred cred;
+  socklen_t len = sizeof cred;
+
+  if (c == NULL || (c->in = malloc (MAX_LINE)) == NULL) {
+    log_ratelimit (LOG_ERR, "control socket: out of memory for a client");
+    free (c);
+    close (fd);
+    return;
+  }
+  c->fd = fd;
+  if (getsockopt (fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0)
+    snprintf (c->name, sizeof c->name, "pid %d", (int) cred.pid);
+  else
+    snprintf (c->name, sizeof c->name, "fd %d", fd);
+  c->src = loop_add_fd (ctl.loop, fd, EPOLLIN, on_client, c);
+  if (c->src == NULL) {
+    log_ratelimit (LOG_ERR, "control socket: %s", error_get ());
+    free (c->in);
+    free (c);
+    close (fd);
+    return;
+  }
+  list_add_tail (&ctl.clients, &c->node);
 }
 
 static void
 on_accept (void *opaque, uint32_t events)
 {
-  int fd;
+  for (int i = 0; i < ACCEPT_BATCH && !ctl.accept_paused; i++) {
+    int fd = accept4 (ctl.fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    unsigned refused;
+    int err;
 
-  while ((fd = accept4 (ctl.fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
-    struct client *c = calloc (1, sizeof *c);
-    if (c == NULL || (c->in = malloc (MAX_LINE)) == NULL) {
-      free (c);
-      close (fd);
+    if (fd >= 0) {
+      client_new (fd);
       continue;
     }
-    c->fd = fd;
-    c->src = loop_add_fd (ctl.loop, fd, EPOLLIN, on_client, c);
-    if (c->src == NULL) {
-      free (c->in);
-      free (c);
-      close (fd);
-      continue;
+    err = errno;
+    if (err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM)
+      return;                   /* EAGAIN, or that client's own failure */
+    refused = fdreserve_refuse (ctl.fd, 64);
+    log_ratelimit (LOG_WARNING, "control socket: accept: %s; %u waiting "
+                   "client%s closed unserved", strerror (err), refused,
+                   refused == 1 ? "" : "s");
+    if (refused == 0) {
+      ctl.accept_paused = true;
+      loop_source_set_events (ctl.src, 0);
     }
-    list_add_tail (&ctl.clients, &c->node);
+    return;
   }
 }
 
@@ -747,16 +937,24 @@ control_init (struct loop *loop, const char *path)
     return -1;
   }
   umask (old);
-  if (listen (ctl.fd, 16) == -1
-      || (ctl.src = loop_add_fd (loop, ctl.fd, EPOLLIN, on_accept, NULL)) == NULL) {
+  if (listen (ctl.fd, 16) == -1) {
     error_set (errno, "listen %s", path);
-    close (ctl.fd);
-    ctl.fd = -1;
-    unlink (path);
-    return -1;
+    goto err;
   }
+  if (fdreserve_init () == -1
+      || (ctl.tick = loop_add_timer (loop, 1000, 1000, control_tick, NULL)) == NULL
+      || (ctl.src = loop_add_fd (loop, ctl.fd, EPOLLIN, on_accept, NULL)) == NULL)
+    goto err;
   ctl.path = strdup (path);
   return 0;
+
+ err:
+  loop_source_remove (ctl.tick);
+  ctl.tick = NULL;
+  close (ctl.fd);
+  ctl.fd = -1;
+  unlink (path);
+  return -1;
 }
 
 void
@@ -764,6 +962,8 @@ control_stop (void)
 {
   while (!list_empty (&ctl.clients))
     client_free (list_entry (ctl.clients.next, struct client, node));
+  loop_source_remove (ctl.tick);
+  ctl.tick = NULL;
   if (ctl.fd >= 0) {
     loop_source_remove (ctl.src);
     close (ctl.fd);

@@ -335,7 +335,9 @@ static int
 start (void)
 {
   struct server_limits limits = {
-    .max_connections = d.cfg.max_connections,
+    .max_unix = d.cfg.max_connections_unix,
+    .max_tcp = d.cfg.max_connections_tcp,
+    .max_per_host = d.cfg.max_connections_per_host,
     .handshake_timeout_s = d.cfg.handshake_timeout,
   };
 

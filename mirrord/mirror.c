@@ -1067,6 +1067,9 @@ mirror_status_json (const struct mirror *m)
   json_object *o = json_object_new_object ();
   uint64_t rem = m->state == MIRROR_COMPLETED ? 0 : remaining (m);
   uint64_t total = m->done_bytes + rem;
+  /* No rate without a job and its target (the average would only
+   * decay); under 1 B/s it is 0, and the ETA unknown. */
+  uint64_t rate = mirror_active (m) && m->up ? (uint64_t) m->rate : 0;
 
   status_add (o, "target", json_object_new_string (m->label));
   status_add (o, "state", json_object_new_string (mirror_state_name (m->state)));
@@ -1074,8 +1077,8 @@ mirror_status_json (const struct mirror *m)
   status_add (o, "total_bytes", json_object_new_int64 ((int64_t) (total > m->total_bytes ? total : m->total_bytes)));
   status_add (o, "done_bytes", json_object_new_int64 ((int64_t) m->done_bytes));
   status_add (o, "remaining_bytes", json_object_new_int64 ((int64_t) rem));
-  status_add (o, "rate_bytes_per_s", json_object_new_int64 ((int64_t) m->rate));
-  status_add (o, "eta_s", json_object_new_int64 (m->rate > 0 ? (int64_t) (rem / m->rate) : 0));
+  status_add (o, "rate_bytes_per_s", json_object_new_int64 ((int64_t) rate));
+  status_add (o, "eta_s", status_eta_json (rem, rate));
   status_add (o, "error", m->error[0] ? json_object_new_string (m->error) : NULL);
   status_add (o, "write_blocking", json_object_new_boolean (!m->async || m->auto_blocking
                                                             || m->congested));

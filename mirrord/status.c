@@ -12,6 +12,17 @@ status_add (json_object *o, const char *key, json_object *v)
 }
 
 json_object *
+status_eta_json (uint64_t remaining, uint64_t rate)
+{
+  if (remaining == 0)
+    return json_object_new_int64 (0);
+  if (rate == 0)
+    return NULL;
+  return json_object_new_int64 ((int64_t) (remaining / rate
+                                           + (remaining % rate != 0)));
+}
+
+json_object *
 status_export_json (const struct export *e)
 {
   json_object *o = json_object_new_object ();

@@ -207,10 +207,12 @@ explain_tls_failure (struct tconn *c, const char *why, char *buf, size_t len)
   return buf;
 }
 
+/* WHY is libnbd's error when a call failed; NULL when the handle just
+ * died or closed (the server hung up), when nbd_get_error() still holds
+ * whatever failed last on this thread, an older mirror's error maybe. */
 static void
-conn_dead (struct tconn *c)
+conn_dead (struct tconn *c, const char *why)
 {
-  const char *why = nbd_get_error ();
   char buf[384];
 
   c->dead = true;
@@ -223,6 +225,21 @@ conn_dead (struct tconn *c)
 }
 
 static int start_conn (struct target *t);
+
+/* target_handle_events(), and *FAILED: whether a libnbd call failed
+ * (and set its error) rather than the connection just ending. */
+static int
+handle_events (struct nbd_handle *h, uint32_t events, bool *failed)
+{
+  int r = 0;
+
+  if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+    r = nbd_aio_notify_read (h);
+  if (r == 0 && (events & EPOLLOUT))
+    r = nbd_aio_notify_write (h);
+  *failed = r == -1;
+  return r == -1 || nbd_aio_is_dead (h) || nbd_aio_is_closed (h) ? -1 : 0;
+}
 
 static void
 first_ready (struct target *t, struct nbd_handle *h)
@@ -254,12 +271,13 @@ on_conn_event (void *opaque, uint32_t events)
 {
   struct tconn *c = opaque;
   struct target *t = c->t;
+  bool failed;
 
   c->progress_ns = loop_now_ns ();
   if (events & EPOLLIN)
     t->heard_ns = c->progress_ns;
-  if (target_handle_events (c->h, events) == -1) {
-    conn_dead (c);
+  if (handle_events (c->h, events, &failed) == -1) {
+    conn_dead (c, failed ? nbd_get_error () : NULL);
     return;
   }
   if (!c->ready && nbd_aio_is_ready (c->h)) {
@@ -273,13 +291,9 @@ on_conn_event (void *opaque, uint32_t events)
 int
 target_handle_events (struct nbd_handle *h, uint32_t events)
 {
-  int r = 0;
+  bool failed;
 
-  if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
-    r = nbd_aio_notify_read (h);
-  if (r == 0 && (events & EPOLLOUT))
-    r = nbd_aio_notify_write (h);
-  return r == -1 || nbd_aio_is_dead (h) || nbd_aio_is_closed (h) ? -1 : 0;
+  return handle_events (h, events, &failed);
 }
 
 void

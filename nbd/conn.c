@@ -382,7 +382,8 @@ receive (struct conn *c, bool *drained)
     return true;
   }
   if (c->tls_up)
-    log_info ("%s: %s; closing the connection", c->peer, error_get ());
+    log_ratelimit (LOG_INFO, "%s: %s; closing the connection", c->peer,
+                   error_get ());
   conn_close (c, "receive failed");
   return false;
 }

@@ -68,6 +68,7 @@ enum conn_phase {
 #define META_DIRTY_BITMAP    2u
 
 struct request;
+struct admission_host;
 
 /* A queued reply message. */
 struct out_msg {
@@ -102,6 +103,8 @@ struct conn {
   struct list flush_node;       /* server's list of conns with output */
   bool on_flush_list;
   char peer[64];
+  bool is_unix;
+  struct admission_host *host;  /* its TCP source's count, or NULL */
   enum conn_phase phase;
   unsigned refs;                /* 1 while open, +1 per live request */
   bool closed;                  /* socket gone, waiting for requests */

@@ -1,5 +1,20 @@
 /* SPDX-License-Identifier: MIT */
-/* Listening sockets, accepting, and the set of live connections. */
+/* Listening sockets, accepting, and the set of live connections.
+ *
+ * Accepting.  Each new connection passes admission (admission.h: the
+ * unix and TCP budgets, the per-address share) or is closed at once.
+ * When the process is out of descriptors (EMFILE, ENFILE) or memory,
+ * accept() fails without taking the connection, and level-triggered
+ * epoll would wake us for it again at once, for ever: instead the
+ * connections waiting in the backlog are closed through the reserve
+ * descriptor (common/fdreserve.h), and if even that takes none, the
+ * listeners rest until one of our connections closes, or the next
+ * tick (1 s) if none does.
+ *
+ * The tick also ends negotiations that overran handshake_timeout_s
+ * (a client must finish TLS and choose an export within it) and lets
+ * rate-limited log lines report what they held back.
+ */
 #include <config.h>
 
 #include <errno.h>
@@ -16,13 +31,17 @@
 #include <sys/un.h>
 
 #include "common/error.h"
+#include "common/fdreserve.h"
 #include "common/log.h"
+#include "admission.h"
 #include "server.h"
 #include "server-internal.h"
 #include "tls.h"
 
 #define MAX_LISTENERS 16
 #define SOCKET_BUFFER (4 << 20)
+#define ACCEPT_BATCH 64         /* accepts per wake-up of one listener */
+#define REFUSE_BATCH 256        /* backlog closed when out of descriptors */
 
 struct listener {
   int fd;
@@ -43,7 +62,13 @@ static struct {
   struct loop_source *tick;
   struct loop_deferred kick;
   bool kick_all;
+  bool accept_paused;           /* out of descriptors: listeners rest */
+  bool starved;                 /* ... and no accept has worked since */
+  uint64_t starved_ns;
+  unsigned refused_starved;     /* closed through the reserve meanwhile */
 } srv;
+
+static void resume_accepting (void);
 
 struct loop *
 server_loop (void)
@@ -109,6 +134,9 @@ server_forget (struct conn *c)
 {
   list_del (&c->node);
   srv.nr_conns--;
+  admission_release (c->is_unix, c->host);
+  c->host = NULL;
+  resume_accepting ();          /* its descriptor is free now */
 }
 
 unsigned
@@ -130,7 +158,7 @@ server_connections_alive (void)
 }
 
 static void
-handshake_timeouts (void *opaque)
+handshake_timeouts (void)
 {
   uint64_t now = loop_now_ns ();
   struct list *pos, *tmp;
@@ -139,10 +167,19 @@ handshake_timeouts (void *opaque)
     struct conn *c = list_entry (pos, struct conn, node);
     if (conn_negotiating (c) && c->handshake_deadline_ns
         && now > c->handshake_deadline_ns) {
-      log_info ("%s: negotiation timed out", c->peer);
+      log_ratelimit (LOG_INFO, "%s: negotiation timed out after %u s; "
+                     "closing", c->peer, srv.limits.handshake_timeout_s);
       conn_close (c, NULL);
     }
   }
+}
+
+static void
+tick (void *opaque)
+{
+  handshake_timeouts ();
+  resume_accepting ();          /* descriptors may have freed elsewhere */
+  log_limits_flush (false);
 }
 
 int
@@ -150,33 +187,33 @@ server_init (struct loop *loop, const struct server_limits *limits)
 {
   srv.loop = loop;
   srv.limits = *limits;
+  admission_init (limits);
   list_init (&srv.conns);
   list_init (&srv.flush);
-  if (loop_add_prepare (loop, LOOP_PREPARE_OUTPUT, flush_all, NULL) == -1)
+  if (fdreserve_init () == -1
+      || loop_add_prepare (loop, LOOP_PREPARE_OUTPUT, flush_all, NULL) == -1)
     return -1;
-  srv.tick = loop_add_timer (loop, 1000, 1000, handshake_timeouts, NULL);
+  srv.tick = loop_add_timer (loop, 1000, 1000, tick, NULL);
   return srv.tick ? 0 : -1;
 }
 
+/* "ADDR:PORT" of a TCP peer SS, or "unix:FD". */
 static void
-peer_name (int fd, bool is_unix, char *buf, size_t len)
+peer_name (int fd, const struct sockaddr_storage *ss, char *buf, size_t len)
 {
-  struct sockaddr_storage ss;
-  socklen_t sl = sizeof ss;
   char host[INET6_ADDRSTRLEN] = "?";
 
-  if (is_unix || getpeername (fd, (struct sockaddr *) &ss, &sl) == -1
-      || (ss.ss_family != AF_INET && ss.ss_family != AF_INET6)) {
+  if (ss == NULL || (ss->ss_family != AF_INET && ss->ss_family != AF_INET6)) {
     snprintf (buf, len, "unix:%d", fd);
     return;
   }
-  if (ss.ss_family == AF_INET) {
-    struct sockaddr_in *s = (struct sockaddr_in *) &ss;
+  if (ss->ss_family == AF_INET) {
+    const struct sockaddr_in *s = (const struct sockaddr_in *) ss;
     inet_ntop (AF_INET, &s->sin_addr, host, sizeof host);
     snprintf (buf, len, "%s:%u", host, ntohs (s->sin_port));
   }
   else {
-    struct sockaddr_in6 *s = (struct sockaddr_in6 *) &ss;
+    const struct sockaddr_in6 *s = (const struct sockaddr_in6 *) ss;
     inet_ntop (AF_INET6, &s->sin6_addr, host, sizeof host);
     snprintf (buf, len, "[%s]:%u", host, ntohs (s->sin6_port));
   }
@@ -213,24 +250,53 @@ tune_socket (int fd, bool is_unix)
     setsockopt (fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 }
 
-void
-server_add_connection (int fd, bool is_unix)
+/* Admits FD, a new connection from SS (NULL for a unix socket), or
+ * closes it.  A refusal is logged per transport, so a TCP flood cannot
+ * hide the unix-socket ones. */
+static bool
+admit (int fd, bool is_unix, const struct sockaddr_storage *ss,
+       struct admission_host **host)
 {
-  struct conn *c = calloc (1, sizeof *c);
+  char peer[64];
 
+  if (admission_take (is_unix, (const struct sockaddr *) ss, host) == 0)
+    return true;
+  peer_name (fd, ss, peer, sizeof peer);
+  if (is_unix)
+    log_ratelimit (LOG_WARNING, "refusing a unix-socket connection: %s",
+                   error_get ());
+  else
+    log_ratelimit (LOG_WARNING, "refusing a connection from %s: %s", peer,
+                   error_get ());
+  close (fd);
+  return false;
+}
+
+static void
+serve (int fd, bool is_unix, const struct sockaddr_storage *ss)
+{
+  struct admission_host *host;
+  struct conn *c;
+
+  if (!admit (fd, is_unix, ss, &host))
+    return;
+  c = calloc (1, sizeof *c);
   if (c == NULL || (c->in = malloc (CONN_INBUF)) == NULL) {
-    log_err ("out of memory accepting a connection");
+    log_ratelimit (LOG_ERR, "out of memory accepting a connection");
+    admission_release (is_unix, host);
     free (c);
     close (fd);
     return;
   }
   c->fd = fd;
   c->refs = 1;
+  c->is_unix = is_unix;
+  c->host = host;
   c->client.ops = &client_ops;
   list_init (&c->client.node);
   list_init (&c->outq);
   list_init (&c->flush_node);
-  peer_name (fd, is_unix, c->peer, sizeof c->peer);
+  peer_name (fd, ss, c->peer, sizeof c->peer);
   c->tls_required = !is_unix && tls_server_enabled ();
   tune_socket (fd, is_unix);
   c->phase = PHASE_CLIENT_FLAGS;
@@ -239,7 +305,8 @@ server_add_connection (int fd, bool is_unix)
       + (uint64_t) srv.limits.handshake_timeout_s * 1000000000u;
   c->src = loop_add_fd (srv.loop, fd, EPOLLIN, conn_on_events, c);
   if (c->src == NULL) {
-    log_err ("%s", error_get ());
+    log_ratelimit (LOG_ERR, "%s", error_get ());
+    admission_release (is_unix, host);
     free (c->in);
     free (c);
     close (fd);
@@ -250,6 +317,18 @@ server_add_connection (int fd, bool is_unix)
   srv.nr_alive++;
   log_debug ("%s: new connection", c->peer);
   send_greeting (c);
+}
+
+void
+server_add_connection (int fd, bool is_unix)
+{
+  struct sockaddr_storage ss;
+  socklen_t sl = sizeof ss;
+
+  if (is_unix || getpeername (fd, (struct sockaddr *) &ss, &sl) == -1)
+    serve (fd, is_unix, NULL);
+  else
+    serve (fd, is_unix, &ss);
 }
 
 static void
@@ -269,26 +348,87 @@ send_greeting (struct conn *c)
   conn_queue (c, m);
 }
 
+/* ---- Accepting, and resting when out of descriptors ---- */
+
+static void
+set_listening (bool on)
+{
+  for (unsigned i = 0; i < srv.nr_listeners; i++)
+    loop_source_set_events (srv.listeners[i].src, on ? EPOLLIN : 0);
+}
+
+/* Out of descriptors (or memory).  The connections waiting in the
+ * backlog are closed through the reserve: that takes them off the
+ * backlog, so the next wake-up is for new ones, not a spin, and every
+ * client hears a prompt close.  When that closes none (the reserve is
+ * gone, or memory is short) the listeners rest until a connection of
+ * ours closes or the next tick.  An episode is logged when it begins
+ * and, with its count, when an accept works again. */
+static void
+out_of_descriptors (struct listener *l, int err)
+{
+  unsigned refused = fdreserve_refuse (l->fd, REFUSE_BATCH);
+
+  if (!srv.starved) {
+    srv.starved = true;
+    srv.starved_ns = loop_now_ns ();
+    srv.refused_starved = 0;
+    log_ratelimit (LOG_WARNING, "accept: %s: closing new connections unserved "
+                   "until a descriptor frees", strerror (err));
+  }
+  srv.refused_starved += refused;
+  if (refused == 0) {
+    srv.accept_paused = true;
+    set_listening (false);
+  }
+}
+
+static void
+resume_accepting (void)
+{
+  if (!srv.accept_paused)
+    return;
+  srv.accept_paused = false;
+  fdreserve_init ();            /* if a refusal could not take it back */
+  set_listening (true);
+}
+
+static void
+accepted_again (void)
+{
+  srv.starved = false;
+  log_ratelimit (LOG_INFO, "accepting connections again after %.1f s; "
+                 "%u closed unserved meanwhile",
+                 (double) (loop_now_ns () - srv.starved_ns) / 1e9,
+                 srv.refused_starved);
+}
+
 static void
 on_accept (void *opaque, uint32_t events)
 {
   struct listener *l = opaque;
 
-  for (int i = 0; i < 64; i++) {
-    int fd = accept4 (l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd == -1) {
-      if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR
-          && errno != ECONNABORTED)
-        log_warn ("accept: %m");
-      return;
-    }
-    if (srv.limits.max_connections && srv.nr_conns >= srv.limits.max_connections) {
-      log_warn ("refusing a connection: %u connections already",
-                srv.nr_conns);
-      close (fd);
+  for (int i = 0; i < ACCEPT_BATCH && !srv.accept_paused; i++) {
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    int fd = accept4 (l->fd, (struct sockaddr *) &ss, &sl,
+                      SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= 0) {
+      if (srv.starved)
+        accepted_again ();
+      serve (fd, l->is_unix, l->is_unix ? NULL : &ss);
       continue;
     }
-    server_add_connection (fd, l->is_unix);
+    switch (errno) {
+    case EAGAIN: case EINTR: case ECONNABORTED:
+      return;
+    case EMFILE: case ENFILE: case ENOBUFS: case ENOMEM:
+      out_of_descriptors (l, errno);
+      return;
+    default:                    /* that connection's own failure */
+      log_ratelimit (LOG_WARNING, "accept: %m");
+      return;
+    }
   }
 }
 
@@ -482,4 +622,6 @@ server_free (void)
   server_stop_listening ();
   loop_source_remove (srv.tick);
   tls_server_free ();
+  fdreserve_free ();
+  log_limits_flush (true);      /* what the last windows held back */
 }

@@ -14,9 +14,15 @@
  * through mirrord/export.h.
  */
 
+/* Beyond a limit, a new connection is accepted and closed at once
+ * (logged, rate-limited).  0 means no limit; the TCP one is capped at
+ * half the descriptor limit whatever it says (admission.h). */
 struct server_limits {
-  unsigned max_connections;     /* beyond it, new connections are closed */
-  unsigned handshake_timeout_s; /* negotiation must finish within it */
+  unsigned max_unix;            /* unix-socket connections */
+  unsigned max_tcp;             /* TCP connections */
+  unsigned max_per_host;        /* TCP connections from one address */
+  unsigned handshake_timeout_s; /* negotiation (TLS included) must
+                                   finish within it */
 };
 
 int server_init (struct loop *loop, const struct server_limits *limits);

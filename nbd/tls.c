@@ -66,7 +66,7 @@ lookup_key (gnutls_session_t s, const char *username, gnutls_datum_t *key)
 
   if (k == NULL) {
     printable (name, sizeof name, username);
-    log_warn ("%s: TLS-PSK: unknown username '%s'", c->peer, name);
+    log_ratelimit (LOG_WARNING, "%s: TLS-PSK: unknown username '%s'", c->peer, name);
     return -1;
   }
   key->data = gnutls_malloc (k->len);
@@ -198,7 +198,8 @@ tls_handshake (struct conn *c)
    * the client why; it is best effort on a non-blocking socket. */
   t->failed = true;
   gnutls_alert_send_appropriate (t->s, r);
-  log_warn ("%s: TLS handshake failed: %s", c->peer, gnutls_strerror (r));
+  log_ratelimit (LOG_WARNING, "%s: TLS handshake failed: %s", c->peer,
+                 gnutls_strerror (r));
   conn_close (c, NULL);
 }
 
@@ -300,7 +301,8 @@ tls_flush (struct conn *c)
     }
     if (r < 0) {
       t->failed = true;
-      log_info ("%s: TLS send: %s", c->peer, gnutls_strerror ((int) r));
+      log_ratelimit (LOG_INFO, "%s: TLS send: %s", c->peer,
+                     gnutls_strerror ((int) r));
       conn_close (c, NULL);
       return false;
     }

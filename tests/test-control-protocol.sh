@@ -65,14 +65,15 @@ assert c.closed()
 # Request errors keep the connection open, and replies stay in order.
 c = Conn()
 refused(c.call({"command": "nope"}), "unknown command 'nope'")
-refused(c.call({"no": "command"}), '"command"')
-refused(c.call({"command": 42}), '"command"')
+refused(c.call({"no": "command"}), "request needs field 'command' (a string)")
+refused(c.call({"command": 42}), "field 'command' must be a string, not an integer")
 refused(c.call({"command": "status", "export": "vm9"}), "export vm9 not found", 2)
 refused(c.call({"command": "export-remove"}), "name")
 refused(c.call({"command": "export-remove", "name": 7}), "name")
 refused(c.call({"command": "export-add", "name": "x"}), "no path")
-refused(c.call({"command": "export-add", "path": d + "/a.img"}), "invalid")
-refused(c.call({"command": "export-add", "name": None, "path": d + "/a.img"}), "")
+refused(c.call({"command": "export-add", "path": d + "/a.img"}), "request needs field 'name'")
+refused(c.call({"command": "export-add", "name": None, "path": d + "/a.img"}),
+        "field 'name' must be a string, not null")
 refused(c.call({"command": "export-add", "name": "x", "path": None}), "no path")
 refused(c.call({"command": "export-add", "name": "x", "path": d + "/a.img",
                 "format": "vmdk"}), "vmdk")
@@ -82,9 +83,10 @@ refused(c.call({"command": "export-add", "name": "vm1", "path": d + "/a.img"}),
         "already exists", 17)
 for cmd in ("promote", "demote"):
     refused(c.call({"command": cmd, "export": "vm1"}), "has no peer")
-refused(c.call({"command": "promote", "export": "vm1", "force": "yes"}), '"force" must be', 22)
+refused(c.call({"command": "promote", "export": "vm1", "force": "yes"}),
+        "field 'force' must be a boolean, not a string", 22)
 refused(c.call({"command": "verify", "export": "vm1"}), "has no peer to verify against")
-refused(c.call({"command": "mirror-start", "export": "vm1"}), 'needs a "uri"')
+refused(c.call({"command": "mirror-start", "export": "vm1"}), "request needs field 'uri'")
 refused(c.call({"command": "mirror-start", "export": "vm1", "uri": "nbd://x/y",
                 "mode": "fast"}), "sync or async")
 refused(c.call({"command": "mirror-start", "export": "vm9", "uri": "nbd://x/y"}),
@@ -93,7 +95,7 @@ refused(c.call({"command": "mirror-cancel", "export": "vm1"}), "no active mirror
 refused(c.call({"command": "mirror-cutover", "export": "vm1"}), "no active mirror")
 for t in ("1", -1, [1]):
     refused(c.call({"command": "mirror-cutover", "export": "vm1", "timeout": t}),
-            '"timeout" must be', 22)
+            "field 'timeout' must be a", 22)
 # Pipelined requests in one write, and one request in many writes.
 c.send('{"command": "version"}\n\n{"command": "status"}\n{"command": "bad"}\n')
 r = c.reply()

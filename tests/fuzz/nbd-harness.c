@@ -187,7 +187,7 @@ cleanup_files (void)
 void
 nbd_harness_init (const char *ident)
 {
-  struct server_limits limits = { .max_connections = 0, .handshake_timeout_s = 60 };
+  struct server_limits limits = { .handshake_timeout_s = 60 };
   char def[256];
 
   log_init (ident, false, FUZZ_LOG_VERBOSITY);

@@ -200,6 +200,51 @@ test_command_line (void **state)
   unlink (path);
 }
 
+/* The connection limits: defaults, the older max-connections as the
+ * default of both budgets, and each key on its own. */
+static void
+test_connection_limits (void **state)
+{
+  struct config cfg;
+  const char *path;
+  char *argv[] = { "mirrord", "-c", NULL, NULL };
+
+  argv[2] = (char *) (path = write_file ("[mirrord]\n"));
+  assert_int_equal (config_load (&cfg, 3, argv), CONFIG_OK);
+  assert_int_equal (cfg.max_connections_unix, 1024);
+  assert_int_equal (cfg.max_connections_tcp, 256);
+  assert_int_equal (cfg.max_connections_per_host, 32);
+  assert_int_equal (cfg.handshake_timeout, 10);
+  config_free (&cfg);
+  unlink (path);
+
+  argv[2] = (char *) (path = write_file ("[mirrord]\nmax-connections = 100\n"
+                                         "max-connections-tcp = 20\n"));
+  assert_int_equal (config_load (&cfg, 3, argv), CONFIG_OK);
+  assert_int_equal (cfg.max_connections_unix, 100);
+  assert_int_equal (cfg.max_connections_tcp, 20);
+  config_free (&cfg);
+  unlink (path);
+
+  argv[2] = (char *) (path = write_file ("[mirrord]\nmax-connections-unix = 7\n"
+                                         "max-connections-per-host = 3\n"
+                                         "handshake-timeout = 2\n"));
+  assert_int_equal (config_load (&cfg, 3, argv), CONFIG_OK);
+  assert_int_equal (cfg.max_connections_unix, 7);
+  assert_int_equal (cfg.max_connections_tcp, 256);
+  assert_int_equal (cfg.max_connections_per_host, 3);
+  assert_int_equal (cfg.handshake_timeout, 2);
+  config_free (&cfg);
+  unlink (path);
+
+  argv[2] = (char *) (path = write_file ("[mirrord]\nmax-connections-tcp = lots\n"));
+  assert_int_equal (config_load (&cfg, 3, argv), CONFIG_ERROR);
+  assert_non_null (strstr (error_get (), "max-connections-tcp"));
+  assert_non_null (strstr (error_get (), ":2"));
+  config_free (&cfg);
+  unlink (path);
+}
+
 int
 main (void)
 {
@@ -210,6 +255,7 @@ main (void)
     cmocka_unit_test (test_export_spec),
     cmocka_unit_test (test_sizes),
     cmocka_unit_test (test_command_line),
+    cmocka_unit_test (test_connection_limits),
   };
   return cmocka_run_group_tests (tests, NULL, NULL);
 }
