@@ -108,13 +108,17 @@ assert other_client_time() < 2
 
 # A reply over the cap arrives whole: the status of 300 exports with
 # 4 KiB paths is over 1 MiB.
-long = d + "/" + "./" * 1990 + "a.img"
+# One file each: an image is exported once.
+long = d + "/" + "./" * 1990
 c = socket.socket(socket.AF_UNIX)
 c.connect(path)
 f = c.makefile("rwb")
 for i in range(300):
+    img = "%se%03d.img" % (long, i)
+    with open(img, "wb") as fh:
+        fh.truncate(1 << 20)
     f.write((json.dumps({"command": "export-add", "name": "e%03d" % i,
-                         "path": long}) + "\n").encode())
+                         "path": img}) + "\n").encode())
     f.flush()
     r = json.loads(f.readline())
     assert r["ok"], r

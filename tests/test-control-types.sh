@@ -59,7 +59,7 @@ for v, t in ((5, "an integer"), (True, "a boolean"), ([], "an array"),
 
 # export-add: readonly is a boolean, nothing else; strings are strings;
 # sizes are integers or size strings, durations numbers or strings.
-add = {"command": "export-add", "name": "x", "path": d + "/a.img"}
+add = {"command": "export-add", "name": "x", "path": d + "/t.img"}
 for v, t in (("yes", "a string"), ("true", "a string"), (1, "an integer"),
              ([True], "an array")):
     refused(dict(add, readonly=v), "field 'readonly' must be a boolean, not " + t)
@@ -152,7 +152,7 @@ assert r["ok"] and "version" in r["result"], r
 PY
 
 # mirrorctl sends each typed field with its type.
-ctl p export add ro "$TESTDIR/a.img" --readonly --format raw >/dev/null
+ctl p export add ro "$TESTDIR/t.img" --readonly --format raw >/dev/null
 ctl p --json status ro | $PY -c '
 import json, sys
 e = json.load(sys.stdin)["exports"][0]

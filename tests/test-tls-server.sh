@@ -39,7 +39,7 @@ qtls () {
 out=$(qtls "$TESTDIR/keys" alice qemu-io -c 'write -P 0x5a 1M 3M' \
         -c 'write -z 8M 1M' -c 'read -P 0x5a 1M 3M' 2>&1) \
   && ! grep -qi fail <<<"$out" || fail "qemu-io over TLS: $out"
-qemu-io -f raw -c 'write -P 0x77 20M 2M' "$TESTDIR/d.img" >/dev/null
+qemu-io -f raw -c 'write -P 0x77 20M 2M' "$(uri t vm1)" >/dev/null
 out=$(qtls "$TESTDIR/keys" carol qemu-io -r -c 'read -P 0x77 20M 2M' 2>&1) \
   && ! grep -qi fail <<<"$out" || fail "qemu-io as carol: $out"
 qemu-img compare --object "tls-creds-psk,id=tls0,dir=$TESTDIR/keys,endpoint=client,username=alice" \
