@@ -33,8 +33,9 @@ extern char **environ;
 struct ha {
   struct export *e;
   struct loop *loop;
-  char *state_path, *peer_uri, *fence_hook;
+  char *state_path, *peer_uri, *fence_hook, *peer_user;
   unsigned timeout_ms;
+  bool plaintext_claims;
   struct ha_view self;
 
   /* The peer, as last heard. */
@@ -423,14 +424,37 @@ ha_parse_claim_name (const char *name, char *base, size_t len)
   return true;
 }
 
+/* Is the connection the peer's?  0, or -1 with WHY. */
+static int
+claim_from_peer (const struct ha *ha, const char *tls_user, char *why,
+                 size_t len)
+{
+  if (tls_user == NULL && !ha->plaintext_claims) {
+    snprintf (why, len, "replication needs a TLS-PSK authenticated "
+              "connection from the peer (give both sides --tls-psk and an "
+              "nbds:// peer, or --insecure to allow plaintext)");
+    return -1;
+  }
+  if (tls_user && ha->peer_user && strcmp (tls_user, ha->peer_user) != 0) {
+    snprintf (why, len, "replication refused from TLS-PSK user '%.64s': the "
+              "peer of export %s replicates as '%.64s' (peer-user=)",
+              tls_user, ha->e->spec.name, ha->peer_user);
+    return -1;
+  }
+  return 0;
+}
+
 int
-ha_accept_claim (struct ha *ha, const char *name, char *why, size_t len)
+ha_accept_claim (struct ha *ha, const char *name, const char *tls_user,
+                 char *why, size_t len)
 {
   const char *m = strstr (name, CLAIM_MARK);
   char view[512];
   struct ha_view claim;
   enum ha_decision d;
 
+  if (claim_from_peer (ha, tls_user, why, len) == -1)
+    return -1;
   snprintf (view, sizeof view, "%s", m ? m + strlen (CLAIM_MARK) : "");
   for (char *p = view; *p; p++)
     if (*p == ',')
@@ -707,13 +731,15 @@ ha_open (struct export *e, const struct ha_opts *o)
 
   if (ha == NULL || (ha->state_path = strdup (o->state_path)) == NULL
       || (ha->peer_uri = strdup (o->peer_uri)) == NULL
-      || (o->fence_hook && (ha->fence_hook = strdup (o->fence_hook)) == NULL)) {
+      || (o->fence_hook && (ha->fence_hook = strdup (o->fence_hook)) == NULL)
+      || (o->peer_user && (ha->peer_user = strdup (o->peer_user)) == NULL)) {
     error_set (ENOMEM, "allocating HA state");
     goto err;
   }
   ha->e = e;
   ha->loop = ioq_loop (e->img->ioq);
   ha->timeout_ms = o->timeout_ms ? o->timeout_ms : 5000;
+  ha->plaintext_claims = o->plaintext_claims;
   if (load_or_init (ha, o->initial_role) == -1)
     goto err;
   interval = ha->timeout_ms / 5;
@@ -755,5 +781,6 @@ ha_close (struct ha *ha)
   free (ha->state_path);
   free (ha->peer_uri);
   free (ha->fence_hook);
+  free (ha->peer_user);
   free (ha);
 }

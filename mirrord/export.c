@@ -13,12 +13,14 @@
 #include "export.h"
 #include "ha/ha.h"
 #include "mirror.h"
+#include "target.h"
 
 static struct {
   struct ioq *ioq;
   char *state_dir;
   struct list exports;
   unsigned count;
+  bool plaintext_peers;         /* --insecure */
 } reg = { .exports = LIST_INIT (reg.exports) };
 
 int
@@ -28,6 +30,12 @@ export_registry_init (struct ioq *ioq, const char *state_dir)
   free (reg.state_dir);
   reg.state_dir = strdup (state_dir);
   return reg.state_dir ? 0 : error_set (ENOMEM, "strdup");
+}
+
+void
+export_registry_allow_plaintext_peers (bool allow)
+{
+  reg.plaintext_peers = allow;
 }
 
 static struct bitmap_store *
@@ -69,8 +77,8 @@ export_lookup_for_client (const char *name)
 }
 
 int
-export_accept_peer (struct export *e, const char *name, char *why,
-                    size_t len)
+export_accept_peer (struct export *e, const char *name, const char *tls_user,
+                    char *why, size_t len)
 {
   char base[4200];
 
@@ -80,7 +88,7 @@ export_accept_peer (struct export *e, const char *name, char *why,
     snprintf (why, len, "export %s has no HA peer", e->spec.name);
     return -1;
   }
-  return ha_accept_claim (e->ha, name, why, len) == 0 ? 1 : -1;
+  return ha_accept_claim (e->ha, name, tls_user, why, len) == 0 ? 1 : -1;
 }
 
 int
@@ -153,12 +161,18 @@ resume_mirror_as (struct export *e, bool plain_peer)
 static int
 open_ha (struct export *e)
 {
-  char path[4200];
+  char path[4200], user[256];
   struct ha_opts o = {
     .state_path = path, .peer_uri = e->spec.peer,
     .initial_role = e->spec.role == ROLE_SECONDARY ? HA_SECONDARY : HA_PRIMARY,
     .timeout_ms = e->spec.peer_timeout_ms, .fence_hook = e->spec.fence_peer,
+    .peer_user = e->spec.peer_user, .plaintext_claims = reg.plaintext_peers,
   };
+
+  /* Both sides describe the pair alike: by default the peer replicates
+   * as the identity this side presents to it. */
+  if (o.peer_user == NULL && target_tls_identity (e->spec.peer, user, sizeof user) == 0)
+    o.peer_user = user;
 
   if (e->bitmap == NULL)
     return error_set (EINVAL, "a peer needs the dirty bitmap (bitmap=false)");
