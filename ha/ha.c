@@ -12,7 +12,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "bitmap/dirty-bitmap.h"
 #include "bitmap/store.h"
 #include "common/error.h"
 #include "common/log.h"
@@ -49,6 +48,8 @@ struct ha {
 
   /* The resync this primary runs for the peer's generation PEER_GEN. */
   struct peer_op *fetch;
+  struct bitmap_intent merge;   /* its regions reaching the bitmap file */
+  bool merging;
   struct ha_gen resync_for;
   enum ha_decision resync_decision;
   bool resync_set;
@@ -134,6 +135,10 @@ stop_mirror (struct ha *ha)
     peer_op_cancel (ha->fetch);
     ha->fetch = NULL;
   }
+  if (ha->merging) {
+    bitmap_store_barrier_cancel (ha->e->bitmap, &ha->merge);
+    ha->merging = false;
+  }
   if (ha->e->mirror && mirror_active (ha->e->mirror))
     mirror_cancel (ha->e->mirror, false);
   ha->resync_set = false;
@@ -160,13 +165,27 @@ static void
 peer_dirty (void *opaque, uint64_t offset, uint64_t length)
 {
   struct ha *ha = opaque;
-  struct dirty_bitmap *live = bitmap_store_live (ha->e->bitmap);
 
-  if (offset < dirty_bitmap_size (live)) {
-    if (length > dirty_bitmap_size (live) - offset)
-      length = dirty_bitmap_size (live) - offset;
-    dirty_bitmap_mark (live, offset, length);
+  bitmap_store_mark (ha->e->bitmap, offset, length);
+}
+
+/* The peer's regions are on disk in our bitmap: a crash from now on
+ * cannot lose them, so the resync may begin. */
+static void
+peer_marks_durable (struct bitmap_intent *in, int err)
+{
+  struct ha *ha = in->opaque;
+
+  ha->merging = false;
+  if (err) {
+    log_err ("export %s: recording the peer's dirty regions failed: %s; "
+             "retrying", ha->e->spec.name, strerror (err));
+    ha->last_start_ns = loop_now_ns () - RESTART_BACKOFF_NS + RETRY_FETCH_NS;
+    return;
   }
+  log_info ("export %s: merged the peer's dirty regions (%" PRIu64
+            " bytes dirty now)", ha->e->spec.name, export_dirty_bytes (ha->e));
+  start_mirror (ha, false);
 }
 
 static void
@@ -190,9 +209,11 @@ peer_bitmap_done (void *opaque, int err)
     ha->last_start_ns = loop_now_ns () - RESTART_BACKOFF_NS + RETRY_FETCH_NS;
     return;
   }
-  log_info ("export %s: merged the peer's dirty regions (%" PRIu64
-            " bytes dirty now)", ha->e->spec.name, export_dirty_bytes (ha->e));
-  start_mirror (ha, false);
+  ha->merge.ready = peer_marks_durable;
+  ha->merge.opaque = ha;
+  ha->merging = true;
+  if (bitmap_store_barrier (ha->e->bitmap, &ha->merge) == 1)
+    peer_marks_durable (&ha->merge, 0);
 }
 
 /* The export name in an NBD URI: its path after the authority, up to
@@ -224,7 +245,7 @@ ensure_replication (struct ha *ha)
   bool same = ha->resync_set && ha->resync_decision == ha->decision
     && memcmp (&ha->resync_for, &ha->peer.gen, sizeof ha->resync_for) == 0;
   struct mirror *m = ha->e->mirror;
-  bool running = ha->fetch || (m && mirror_active (m));
+  bool running = ha->fetch || ha->merging || (m && mirror_active (m));
   uint64_t now = loop_now_ns ();
   char ctx[300], name[256];
 
@@ -778,6 +799,8 @@ ha_close (struct ha *ha)
   }
   peer_op_cancel (ha->probe);
   peer_op_cancel (ha->fetch);
+  if (ha->merging)
+    bitmap_store_barrier_cancel (ha->e->bitmap, &ha->merge);
   free (ha->state_path);
   free (ha->peer_uri);
   free (ha->fence_hook);
