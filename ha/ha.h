@@ -66,6 +66,10 @@ bool ha_parse_claim_name (const char *name, char *base, size_t len);
 int ha_accept_claim (struct ha *ha, const char *name, const char *tls_user,
                      char *why, size_t len);
 
+/* A replication connection from the peer closed without NBD_CMD_DISC:
+ * the peer is asked at once whether it is still there. */
+void ha_replication_lost (struct ha *ha);
+
 /* Before a client write on a primary is started: -1 with error_set()
  * when the new generation it needs could not be saved. */
 int ha_before_client_write (struct ha *ha);

@@ -335,6 +335,12 @@ export_detach (struct export *e, struct export_client *c)
 {
   list_del (&c->node);
   e->nr_clients--;
+  /* The peer's replication connection dropped without a goodbye: its
+   * process may have died (kill -9, a crash).  Ask now, not after
+   * peer-timeout: an admin promoting this side must not be refused
+   * because of a ghost. */
+  if (c->peer && !c->closed_cleanly && e->ha)
+    ha_replication_lost (e->ha);
 }
 
 /* Not "!removed": a removed export's clients are draining, and the

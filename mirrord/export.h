@@ -78,6 +78,8 @@ struct export_client {
   const struct export_client_ops *ops;
   struct list node;
   bool peer;                    /* replication from the HA peer */
+  bool closed_cleanly;          /* it said NBD_CMD_DISC, or we closed it:
+                                   not a sign that its process died */
   const char *tls_username;     /* authenticated TLS-PSK identity, or
                                    NULL for a plaintext connection */
 };
