@@ -44,11 +44,11 @@ start () {
     return
   fi
   "${ON_A[@]}" "$MIRRORD" -f --export "vm1=$A,role=primary,mode=$1,peer=nbd://127.0.0.1:$PORT_B/vm1" \
-    --nbd-socket "$WORK/ha-a.sock" --nbd-listen 127.0.0.1:$PORT_A \
+    --nbd-socket "$WORK/ha-a.sock" --nbd-listen 127.0.0.1:$PORT_A --insecure \
     --control "$WORK/ha-a.ctl" --state-dir "$WORK/ha-sa" 2>"$WORK/ha-a.log" &
   pids+=($!)
   "${ON_B[@]}" "$MIRRORD" -f --export "vm1=$B,role=secondary,mode=$1,peer=nbd://127.0.0.1:$PORT_A/vm1" \
-    --nbd-socket "$WORK/ha-b.sock" --nbd-listen 127.0.0.1:$PORT_B \
+    --nbd-socket "$WORK/ha-b.sock" --nbd-listen 127.0.0.1:$PORT_B --insecure \
     --control "$WORK/ha-b.ctl" --state-dir "$WORK/ha-sb" 2>"$WORK/ha-b.log" &
   pids+=($!)
   for _ in $(seq 3000); do synced && return; sleep 0.02; done

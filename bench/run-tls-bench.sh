@@ -29,7 +29,7 @@ declare -A URI
 start_servers () {
   local p
   p=$(port)
-  "$MIRRORD" -f --export "b=$IMG,cache=writeback,bitmap=false" --nbd-listen "127.0.0.1:$p" \
+  "$MIRRORD" -f --export "b=$IMG,cache=writeback,bitmap=false" --nbd-listen "127.0.0.1:$p" --insecure \
     --nbd-socket "$WORK/mp.sock" --control "$WORK/mp.ctl" --state-dir "$WORK/mp.state" \
     2>"$WORK/mp.log" &
   pids+=($!)

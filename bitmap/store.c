@@ -558,6 +558,13 @@ bitmap_store_dirty_bytes (const struct bitmap_store *s)
 }
 
 uint64_t
+bitmap_store_ondisk_bytes (const struct bitmap_store *s)
+{
+  uint64_t bytes = hbitmap_count (s->ondisk) * s->granularity;
+  return bytes < s->size ? bytes : s->size;
+}
+
+uint64_t
 bitmap_store_flushes (const struct bitmap_store *s)
 {
   return s->flushes;
@@ -854,6 +861,53 @@ bitmap_store_end_write_clean (struct bitmap_store *s, struct bitmap_intent *in)
   s->hot_idle = 0;
   if (hbitmap_count (s->hot) >= s->hot_max)
     hot_rotate (s);
+}
+
+/* ---- Marks without a write ---- */
+
+void
+bitmap_store_mark (struct bitmap_store *s, uint64_t offset, uint64_t length)
+{
+  uint64_t first, count;
+
+  if (length == 0 || offset >= s->size)
+    return;
+  if (length > s->size - offset)
+    length = s->size - offset;
+  granules (s, offset, length, &first, &count);
+  mark_new (s, first, count);
+  dirty_bitmap_mark (s->live, offset, length);
+  if (overlaps_pending (s->pending_next, first, count))
+    queue_flush (s);
+}
+
+int
+bitmap_store_barrier (struct bitmap_store *s, struct bitmap_intent *in)
+{
+  uint64_t need = 0;
+
+  if (hbitmap_count (s->pending_next) > 0)
+    need = s->next_seq;
+  else if (s->flushing && hbitmap_count (s->pending_now) > 0)
+    need = s->fseq;
+  in->waiting = false;
+  if (need <= s->durable_seq)
+    return 1;
+  in->wait_seq = need;
+  in->waiting = true;
+  list_add_tail (&s->waiting, &in->wait_node);
+  queue_flush (s);
+  return 0;
+}
+
+void
+bitmap_store_barrier_cancel (struct bitmap_store *s, struct bitmap_intent *in)
+{
+  (void) s;
+  if (in->waiting) {
+    list_del (&in->wait_node);
+    in->waiting = false;
+  }
 }
 
 /* ---- Lazy clearing ---- */

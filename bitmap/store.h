@@ -80,6 +80,9 @@ int bitmap_store_close (struct bitmap_store *s);
 
 struct dirty_bitmap *bitmap_store_live (struct bitmap_store *s);
 uint64_t bitmap_store_dirty_bytes (const struct bitmap_store *s);
+/* Bytes the file marks (or is being written to mark): what a resync
+ * after a crash now would copy. */
+uint64_t bitmap_store_ondisk_bytes (const struct bitmap_store *s);
 /* Metadata flushes done, and how many were needed (statistics). */
 uint64_t bitmap_store_flushes (const struct bitmap_store *s);
 uint64_t bitmap_store_blocks_written (const struct bitmap_store *s);
@@ -107,6 +110,22 @@ void bitmap_store_end_write_clean (struct bitmap_store *s,
 void bitmap_store_share_intent (struct bitmap_store *s,
                                 struct bitmap_intent *dst,
                                 const struct bitmap_intent *src);
+
+/* Marks [OFFSET, OFFSET+LENGTH) dirty (clipped to the image), in the
+ * live bitmap at once and in the file with the next metadata flush:
+ * for regions that must be copied although no local write made them
+ * dirty (a copy that failed, the peer's changes before a resync).
+ * Whoever then relies on the marks surviving a crash waits for
+ * bitmap_store_barrier(). */
+void bitmap_store_mark (struct bitmap_store *s, uint64_t offset,
+                        uint64_t length);
+/* Returns 1 if every bit marked so far is on disk, else 0 and
+ * IN->ready() runs from the loop once it is (err 0) or could not be
+ * (EIO, ENOSPC).  IN holds no bits: it needs no end_write(), and
+ * bitmap_store_barrier_cancel() withdraws it before it is ready. */
+int bitmap_store_barrier (struct bitmap_store *s, struct bitmap_intent *in);
+void bitmap_store_barrier_cancel (struct bitmap_store *s,
+                                  struct bitmap_intent *in);
 
 /* The data of the range is safe elsewhere: clear the live bits (the
  * file follows lazily).  LENGTH 0 means to the end of the image. */

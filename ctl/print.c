@@ -66,10 +66,14 @@ print_peer (json_object *p)
     return;
   }
   printf ("  peer: %s", field_bool (p, "connected") ? "connected" : "disconnected");
-  if (field_str (p, "role"))
-    printf (", role %s", field_str (p, "role"));
-  if (field_str (p, "disk"))
-    printf (", disk %s", field_str (p, "disk"));
+  if (field_str (p, "role")) {
+    json_object *seen = NULL;
+    json_object_object_get_ex (p, "last_seen_s", &seen);
+    printf (field_bool (p, "last_known") ? ", last known %s/%s" : ", %s/%s",
+            field_str (p, "role"), or_default (field_str (p, "disk"), "?"));
+    if (seen && field_bool (p, "last_known"))
+      printf (" (%.1f s ago)", json_object_get_double (seen));
+  }
   putchar ('\n');
 }
 

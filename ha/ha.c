@@ -12,7 +12,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "bitmap/dirty-bitmap.h"
 #include "bitmap/store.h"
 #include "common/error.h"
 #include "common/log.h"
@@ -27,20 +26,30 @@
 #define FENCE_TIMEOUT_MS 60000
 #define RESTART_BACKOFF_NS (5ull * 1000000000)
 #define RETRY_FETCH_NS (1ull * 1000000000)
+/* After a lost replication connection: a dying process may still
+ * accept (and then reset) a connection or two while the kernel closes
+ * its sockets; ask again this often, a few times, until it refuses. */
+#define RECHECK_MS 50
+#define RECHECKS 10
 
 extern char **environ;
 
 struct ha {
   struct export *e;
   struct loop *loop;
-  char *state_path, *peer_uri, *fence_hook;
+  char *state_path, *peer_uri, *fence_hook, *peer_user;
   unsigned timeout_ms;
+  bool plaintext_claims;
   struct ha_view self;
 
   /* The peer, as last heard. */
   struct ha_view peer;
   bool peer_known, peer_alive, peer_plain;
-  uint64_t last_heard_ns;
+  uint64_t last_heard_ns;       /* anything: a probe or replication */
+  uint64_t last_state_ns;       /* the probe that told us PEER */
+  bool probe_urgent;            /* the probe in flight was asked now */
+  unsigned rechecks;            /* quick probes left after a lost link */
+  struct loop_source *recheck;
   struct peer_op *probe;
   struct loop_source *timer;
   enum ha_decision decision;
@@ -48,6 +57,8 @@ struct ha {
 
   /* The resync this primary runs for the peer's generation PEER_GEN. */
   struct peer_op *fetch;
+  struct bitmap_intent merge;   /* its regions reaching the bitmap file */
+  bool merging;
   struct ha_gen resync_for;
   enum ha_decision resync_decision;
   bool resync_set;
@@ -133,6 +144,10 @@ stop_mirror (struct ha *ha)
     peer_op_cancel (ha->fetch);
     ha->fetch = NULL;
   }
+  if (ha->merging) {
+    bitmap_store_barrier_cancel (ha->e->bitmap, &ha->merge);
+    ha->merging = false;
+  }
   if (ha->e->mirror && mirror_active (ha->e->mirror))
     mirror_cancel (ha->e->mirror, false);
   ha->resync_set = false;
@@ -159,13 +174,27 @@ static void
 peer_dirty (void *opaque, uint64_t offset, uint64_t length)
 {
   struct ha *ha = opaque;
-  struct dirty_bitmap *live = bitmap_store_live (ha->e->bitmap);
 
-  if (offset < dirty_bitmap_size (live)) {
-    if (length > dirty_bitmap_size (live) - offset)
-      length = dirty_bitmap_size (live) - offset;
-    dirty_bitmap_mark (live, offset, length);
+  bitmap_store_mark (ha->e->bitmap, offset, length);
+}
+
+/* The peer's regions are on disk in our bitmap: a crash from now on
+ * cannot lose them, so the resync may begin. */
+static void
+peer_marks_durable (struct bitmap_intent *in, int err)
+{
+  struct ha *ha = in->opaque;
+
+  ha->merging = false;
+  if (err) {
+    log_err ("export %s: recording the peer's dirty regions failed: %s; "
+             "retrying", ha->e->spec.name, strerror (err));
+    ha->last_start_ns = loop_now_ns () - RESTART_BACKOFF_NS + RETRY_FETCH_NS;
+    return;
   }
+  log_info ("export %s: merged the peer's dirty regions (%" PRIu64
+            " bytes dirty now)", ha->e->spec.name, export_dirty_bytes (ha->e));
+  start_mirror (ha, false);
 }
 
 static void
@@ -189,9 +218,11 @@ peer_bitmap_done (void *opaque, int err)
     ha->last_start_ns = loop_now_ns () - RESTART_BACKOFF_NS + RETRY_FETCH_NS;
     return;
   }
-  log_info ("export %s: merged the peer's dirty regions (%" PRIu64
-            " bytes dirty now)", ha->e->spec.name, export_dirty_bytes (ha->e));
-  start_mirror (ha, false);
+  ha->merge.ready = peer_marks_durable;
+  ha->merge.opaque = ha;
+  ha->merging = true;
+  if (bitmap_store_barrier (ha->e->bitmap, &ha->merge) == 1)
+    peer_marks_durable (&ha->merge, 0);
 }
 
 /* The export name in an NBD URI: its path after the authority, up to
@@ -223,7 +254,7 @@ ensure_replication (struct ha *ha)
   bool same = ha->resync_set && ha->resync_decision == ha->decision
     && memcmp (&ha->resync_for, &ha->peer.gen, sizeof ha->resync_for) == 0;
   struct mirror *m = ha->e->mirror;
-  bool running = ha->fetch || (m && mirror_active (m));
+  bool running = ha->fetch || ha->merging || (m && mirror_active (m));
   uint64_t now = loop_now_ns ();
   char ctx[300], name[256];
 
@@ -353,13 +384,62 @@ evaluate (struct ha *ha)
 
 /* ---- Heartbeat ---- */
 
+/* Nothing listens where the peer was: its process is gone (a host
+ * that died or a partition answers nothing, and waits for the
+ * timeout). */
+static bool
+peer_process_gone (int err)
+{
+  return err == ECONNREFUSED || err == ENOENT;
+}
+
+static void
+peer_down (struct ha *ha, const char *why)
+{
+  if (!ha->peer_alive)
+    return;
+  ha->peer_alive = false;
+  log_warn ("export %s: peer %s %s: considered down (last known %s/%s)",
+            ha->e->spec.name, ha->peer_uri, why, ha_role_name (ha->peer.role),
+            ha_disk_name (ha->peer.disk));
+}
+
+static void probe (struct ha *ha);
+
+static void
+recheck_now (void *opaque)
+{
+  struct ha *ha = opaque;
+
+  loop_source_remove (ha->recheck);
+  ha->recheck = NULL;
+  if (ha->probe == NULL) {
+    ha->probe_urgent = true;
+    probe (ha);
+  }
+}
+
+/* An urgent probe that neither reached the peer nor learnt it is gone
+ * (a reset, an end of file during the handshake): once more soon. */
+static void
+schedule_recheck (struct ha *ha, bool urgent, int err)
+{
+  if (!urgent || err == ETIMEDOUT || ha->rechecks == 0 || ha->recheck)
+    return;
+  ha->rechecks--;
+  ha->recheck = loop_add_timer (ha->loop, RECHECK_MS, 0, recheck_now, ha);
+}
+
 static void
 heard (void *opaque, int err, const char *state)
 {
   struct ha *ha = opaque;
   struct ha_view v;
+  char why[128];
+  bool urgent = ha->probe_urgent;
 
   ha->probe = NULL;
+  ha->probe_urgent = false;
   if (err == ENODATA) {
     /* It answered, without HA state: a plain NBD server (or a mirrord
      * export without peer=).  A primary just mirrors to it. */
@@ -372,10 +452,16 @@ heard (void *opaque, int err, const char *state)
       export_mirror_plain_peer (ha->e);
     return;
   }
+  if (peer_process_gone (err)) {
+    snprintf (why, sizeof why, "is gone (%s)", strerror (err));
+    peer_down (ha, why);
+    return;
+  }
   if (err || ha_view_parse (state, &v) == -1) {
     if (!err)
       log_warn ("export %s: peer sent a bad state: %s", ha->e->spec.name,
                 error_get ());
+    schedule_recheck (ha, urgent, err);
     return;
   }
   if (!ha->peer_alive)
@@ -384,8 +470,20 @@ heard (void *opaque, int err, const char *state)
   ha->peer = v;
   ha->peer_plain = false;
   ha->peer_known = ha->peer_alive = true;
-  ha->last_heard_ns = loop_now_ns ();
+  ha->last_heard_ns = ha->last_state_ns = loop_now_ns ();
   evaluate (ha);
+}
+
+static void
+probe (struct ha *ha)
+{
+  char why[128];
+
+  ha->probe = peer_probe (ha->loop, ha->peer_uri, ha->timeout_ms, heard, ha);
+  if (ha->probe == NULL && peer_process_gone (error_errno ())) {
+    snprintf (why, sizeof why, "is gone (%s)", strerror (error_errno ()));
+    peer_down (ha, why);
+  }
 }
 
 static void
@@ -400,14 +498,29 @@ tick (void *opaque)
    * a full queue) can take longer than the timeout while the
    * replication connection keeps moving. */
   if (mirror_connected (ha) && mirror_target_heard_ns (ha->e->mirror) > last)
-    last = mirror_target_heard_ns (ha->e->mirror);
+    last = ha->last_heard_ns = mirror_target_heard_ns (ha->e->mirror);
   if (ha->peer_alive && now - last > ha->timeout_ms * 1000000ull) {
-    ha->peer_alive = false;
-    log_warn ("export %s: peer %s silent for %u ms: considered down",
-              ha->e->spec.name, ha->peer_uri, ha->timeout_ms);
+    char why[64];
+    snprintf (why, sizeof why, "silent for %u ms", ha->timeout_ms);
+    peer_down (ha, why);
   }
   if (ha->probe == NULL)
-    ha->probe = peer_probe (ha->loop, ha->peer_uri, ha->timeout_ms, heard, ha);
+    probe (ha);
+}
+
+void
+ha_replication_lost (struct ha *ha)
+{
+  if (ha->probe_urgent)
+    return;                     /* its other connections went too */
+  log_info ("export %s: a replication connection from the peer closed "
+            "without a goodbye: asking the peer now", ha->e->spec.name);
+  peer_op_cancel (ha->probe);
+  ha->probe_urgent = true;
+  ha->rechecks = RECHECKS;
+  probe (ha);
+  if (ha->probe == NULL)
+    ha->probe_urgent = false;
 }
 
 /* ---- Claims: replication into a secondary ---- */
@@ -423,14 +536,37 @@ ha_parse_claim_name (const char *name, char *base, size_t len)
   return true;
 }
 
+/* Is the connection the peer's?  0, or -1 with WHY. */
+static int
+claim_from_peer (const struct ha *ha, const char *tls_user, char *why,
+                 size_t len)
+{
+  if (tls_user == NULL && !ha->plaintext_claims) {
+    snprintf (why, len, "replication needs a TLS-PSK authenticated "
+              "connection from the peer (give both sides --tls-psk and an "
+              "nbds:// peer, or --insecure to allow plaintext)");
+    return -1;
+  }
+  if (tls_user && ha->peer_user && strcmp (tls_user, ha->peer_user) != 0) {
+    snprintf (why, len, "replication refused from TLS-PSK user '%.64s': the "
+              "peer of export %s replicates as '%.64s' (peer-user=)",
+              tls_user, ha->e->spec.name, ha->peer_user);
+    return -1;
+  }
+  return 0;
+}
+
 int
-ha_accept_claim (struct ha *ha, const char *name, char *why, size_t len)
+ha_accept_claim (struct ha *ha, const char *name, const char *tls_user,
+                 char *why, size_t len)
 {
   const char *m = strstr (name, CLAIM_MARK);
   char view[512];
   struct ha_view claim;
   enum ha_decision d;
 
+  if (claim_from_peer (ha, tls_user, why, len) == -1)
+    return -1;
   snprintf (view, sizeof view, "%s", m ? m + strlen (CLAIM_MARK) : "");
   for (char *p = view; *p; p++)
     if (*p == ',')
@@ -508,31 +644,45 @@ gen_json (const struct ha_gen *g)
   return o;
 }
 
+/* The peer as status shows it: what it said last, and whether that is
+ * its state now (connected, and heard within the timeout) or only the
+ * last known one — never a ghost passed off as current. */
+static json_object *
+peer_json (const struct ha *ha)
+{
+  json_object *p = json_object_new_object ();
+  uint64_t now = loop_now_ns ();
+  bool fresh = ha->peer_alive
+    && now - ha->last_state_ns <= ha->timeout_ms * 1000000ull;
+
+  json_object_object_add (p, "connected", json_object_new_boolean (ha->peer_alive));
+  if (!ha->peer_known) {
+    json_object_object_add (p, "role", NULL);
+    json_object_object_add (p, "disk", NULL);
+    json_object_object_add (p, "last_known", json_object_new_boolean (false));
+    json_object_object_add (p, "last_seen_s", NULL);
+    json_object_object_add (p, "uri", json_object_new_string (ha->peer_uri));
+    return p;
+  }
+  json_object_object_add (p, "role", json_object_new_string (ha_role_name (ha->peer.role)));
+  json_object_object_add (p, "disk", json_object_new_string (ha_disk_name (ha->peer.disk)));
+  json_object_object_add (p, "last_known", json_object_new_boolean (!fresh));
+  json_object_object_add (p, "last_seen_s", json_object_new_double
+                          ((double) (now - ha->last_state_ns) / 1e9));
+  json_object_object_add (p, "generation", gen_json (&ha->peer.gen));
+  json_object_object_add (p, "in_sync", json_object_new_boolean (fresh && ha->peer.in_sync));
+  json_object_object_add (p, "decision", json_object_new_string (ha_decision_name (ha->decision)));
+  json_object_object_add (p, "uri", json_object_new_string (ha->peer_uri));
+  return p;
+}
+
 void
 ha_status (struct ha *ha, json_object *o)
 {
-  json_object *p;
-
   json_object_object_add (o, "role", json_object_new_string (ha_role_name (ha->self.role)));
   json_object_object_add (o, "disk", json_object_new_string (ha_disk_name (ha->self.disk)));
   json_object_object_add (o, "generation", gen_json (&ha->self.gen));
-  if (!ha->peer_known) {
-    p = json_object_new_object ();
-    json_object_object_add (p, "connected", json_object_new_boolean (false));
-    json_object_object_add (p, "role", NULL);
-    json_object_object_add (p, "disk", NULL);
-    json_object_object_add (o, "peer", p);
-    return;
-  }
-  p = json_object_new_object ();
-  json_object_object_add (p, "connected", json_object_new_boolean (ha->peer_alive));
-  json_object_object_add (p, "role", json_object_new_string (ha_role_name (ha->peer.role)));
-  json_object_object_add (p, "disk", json_object_new_string (ha_disk_name (ha->peer.disk)));
-  json_object_object_add (p, "generation", gen_json (&ha->peer.gen));
-  json_object_object_add (p, "in_sync", json_object_new_boolean (ha->peer.in_sync));
-  json_object_object_add (p, "decision", json_object_new_string (ha_decision_name (ha->decision)));
-  json_object_object_add (p, "uri", json_object_new_string (ha->peer_uri));
-  json_object_object_add (o, "peer", p);
+  json_object_object_add (o, "peer", peer_json (ha));
 }
 
 bool
@@ -707,13 +857,15 @@ ha_open (struct export *e, const struct ha_opts *o)
 
   if (ha == NULL || (ha->state_path = strdup (o->state_path)) == NULL
       || (ha->peer_uri = strdup (o->peer_uri)) == NULL
-      || (o->fence_hook && (ha->fence_hook = strdup (o->fence_hook)) == NULL)) {
+      || (o->fence_hook && (ha->fence_hook = strdup (o->fence_hook)) == NULL)
+      || (o->peer_user && (ha->peer_user = strdup (o->peer_user)) == NULL)) {
     error_set (ENOMEM, "allocating HA state");
     goto err;
   }
   ha->e = e;
   ha->loop = ioq_loop (e->img->ioq);
   ha->timeout_ms = o->timeout_ms ? o->timeout_ms : 5000;
+  ha->plaintext_claims = o->plaintext_claims;
   if (load_or_init (ha, o->initial_role) == -1)
     goto err;
   interval = ha->timeout_ms / 5;
@@ -740,6 +892,8 @@ ha_close (struct ha *ha)
     return;
   if (ha->timer)
     loop_source_remove (ha->timer);
+  if (ha->recheck)
+    loop_source_remove (ha->recheck);
   if (ha->fence_timer) {
     /* The export goes while its fence-peer hook runs: stop the hook
      * and answer whoever asked for the promotion. */
@@ -752,8 +906,11 @@ ha_close (struct ha *ha)
   }
   peer_op_cancel (ha->probe);
   peer_op_cancel (ha->fetch);
+  if (ha->merging)
+    bitmap_store_barrier_cancel (ha->e->bitmap, &ha->merge);
   free (ha->state_path);
   free (ha->peer_uri);
   free (ha->fence_hook);
+  free (ha->peer_user);
   free (ha);
 }

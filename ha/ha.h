@@ -27,7 +27,10 @@
  * Replication writes reach a secondary through the NBD server on
  * connections whose export name carries the primary's view (a claim,
  * ha_claim); the secondary accepts them only when the claim is not
- * older than itself (guarantee 6).
+ * older than itself (guarantee 6), and only from the peer: over
+ * TLS-PSK as the peer's username, or over plaintext when the operator
+ * said --insecure.  Anyone else who can reach the socket could
+ * otherwise write to the secondary behind the primary's back.
  *
  * A primary starts a new generation the first time it writes while
  * its peer does not follow, before that write is acknowledged.
@@ -42,6 +45,8 @@ struct ha_opts {
   enum ha_role initial_role;    /* the first time only */
   unsigned timeout_ms;          /* a silent peer is dead after this */
   const char *fence_hook;       /* run before promoting without a peer */
+  const char *peer_user;        /* the peer's TLS-PSK username, or NULL */
+  bool plaintext_claims;        /* --insecure: claims without TLS too */
 };
 
 struct ha *ha_open (struct export *e, const struct ha_opts *o);
@@ -56,8 +61,14 @@ int ha_peer_state (struct ha *ha, char *buf, size_t len);
  * name goes to BASE. */
 bool ha_parse_claim_name (const char *name, char *base, size_t len);
 /* Accepts (0) or refuses (-1, WHY says why) the replication claim in
- * export name NAME. */
-int ha_accept_claim (struct ha *ha, const char *name, char *why, size_t len);
+ * export name NAME from a connection authenticated as TLS_USER (NULL:
+ * plaintext). */
+int ha_accept_claim (struct ha *ha, const char *name, const char *tls_user,
+                     char *why, size_t len);
+
+/* A replication connection from the peer closed without NBD_CMD_DISC:
+ * the peer is asked at once whether it is still there. */
+void ha_replication_lost (struct ha *ha);
 
 /* Before a client write on a primary is started: -1 with error_set()
  * when the new generation it needs could not be saved. */

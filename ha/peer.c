@@ -214,8 +214,11 @@ on_event (void *opaque, uint32_t events)
   struct peer_op *op = opaque;
 
   if (target_handle_events (op->h, events) == -1) {
+    int err = nbd_get_errno ();
     log_debug ("peer: %s", nbd_get_error ());
-    finish (op, ECONNRESET);
+    /* The reason matters: a refused connection means no process
+     * listens there any more. */
+    finish (op, err > 0 ? err : ECONNRESET);
     return;
   }
   step (op);
@@ -269,7 +272,10 @@ op_start (struct loop *loop, enum kind kind, const char *uri,
       || target_setup_handle (op->h, uri) == -1
       || nbd_aio_connect_uri (op->h, uri) == -1
       || (fd = nbd_aio_get_fd (op->h)) == -1) {
-    error_set (0, "%s: %s", uri, nbd_get_error ());
+    /* A unix socket nobody listens on refuses inside the connect call:
+     * keep its errno (ECONNREFUSED), it says the peer is gone. */
+    error_set (nbd_get_errno () > 0 ? nbd_get_errno () : 0, "%s: %s", uri,
+               nbd_get_error ());
     goto err;
   }
   op->src = loop_add_fd (loop, fd, EPOLLIN | EPOLLOUT, on_event, op);

@@ -19,7 +19,9 @@
  *   of both sides' dirty regions before a resync.
  *
  * A probe whose peer answers without that context (a plain NBD server,
- * or a mirrord export without a peer) ends with ENODATA.
+ * or a mirrord export without a peer) ends with ENODATA; one that
+ * nobody answers with the connection's errno (ECONNREFUSED: nothing
+ * listens there) or ETIMEDOUT.
  * Callbacks run on the loop, never from inside the starting call;
  * after peer_op_cancel() none runs.
  */
@@ -31,6 +33,8 @@ typedef void (*peer_state_fn) (void *opaque, int err, const char *state);
 typedef void (*peer_extent_fn) (void *opaque, uint64_t offset, uint64_t length);
 typedef void (*peer_done_fn) (void *opaque, int err);
 
+/* NULL with error_set() (and error_errno() the connection's errno, when
+ * it failed at once) if the op could not start. */
 struct peer_op *peer_probe (struct loop *loop, const char *uri,
                             unsigned timeout_ms, peer_state_fn done,
                             void *opaque);

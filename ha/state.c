@@ -3,16 +3,13 @@
 #include <config.h>
 
 #include <errno.h>
-#include <fcntl.h>
-#include <libgen.h>
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 #include <zlib.h>
 
 #include "common/error.h"
+#include "common/statefile.h"
 #include "state.h"
 
 #define MAGIC "mirrord-ha 1"
@@ -59,45 +56,16 @@ ha_state_load (const char *path, struct ha_view *v)
   return r;
 }
 
-static int
-sync_dir (const char *path)
-{
-  char copy[PATH_MAX];
-  int fd, r;
-
-  snprintf (copy, sizeof copy, "%s", path);
-  fd = open (dirname (copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd == -1)
-    return -1;
-  r = fsync (fd);
-  close (fd);
-  return r;
-}
-
 int
 ha_state_save (const char *path, const struct ha_view *v)
 {
-  char tmp[PATH_MAX], line[512], buf[700];
+  char line[512], buf[700];
   struct ha_view copy = *v;
-  int fd, n;
+  int n;
 
   copy.in_sync = false;
   if (ha_view_format (&copy, line, sizeof line) == -1)
     return -1;
   n = snprintf (buf, sizeof buf, MAGIC "\n%s\ncrc=%08x\n", line, checksum (line));
-  if (snprintf (tmp, sizeof tmp, "%s.tmp", path) >= (int) sizeof tmp)
-    return error_set (ENAMETOOLONG, "%s", path);
-  fd = open (tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd == -1)
-    return error_set (errno, "%s", tmp);
-  if (write (fd, buf, (size_t) n) != n || fdatasync (fd) == -1) {
-    int err = errno ? errno : EIO;
-    close (fd);
-    unlink (tmp);
-    return error_set (err, "writing %s", tmp);
-  }
-  close (fd);
-  if (rename (tmp, path) == -1 || sync_dir (path) == -1)
-    return error_set (errno, "replacing %s", path);
-  return 0;
+  return statefile_write (path, buf, (size_t) n);
 }

@@ -305,12 +305,13 @@ usage (FILE *fp)
 "  --export SPEC          NAME=PATH[,format=raw|qcow2][,role=primary|secondary]\n"
 "                         [,peer=URI][,mode=sync|async][,readonly] (repeatable)\n"
 "  --nbd-socket PATH      NBD unix socket (default %s)\n"
-"  --nbd-listen HOST:PORT also serve NBD over TCP (loopback unless\n"
-"                         --tls-psk or --insecure)\n"
+"  --nbd-listen HOST:PORT also serve NBD over TCP (needs --tls-psk,\n"
+"                         or --insecure for plaintext)\n"
 "  --control PATH         control socket (default %s)\n"
 "  --state-dir DIR        bitmaps and metadata (default %s)\n"
 "  --tls-psk FILE         require TLS-PSK on every TCP connection\n"
-"  --insecure             allow plaintext TCP on non-loopback addresses\n"
+"  --insecure             allow plaintext TCP, and HA replication\n"
+"                         without TLS-PSK (logged as a warning)\n"
 "  --pid-file FILE        write the daemon's pid there\n"
 "  -v, --verbose          debug logging\n",
            DEFAULT_NBD_SOCKET, DEFAULT_CONTROL, DEFAULT_STATE_DIR);

@@ -28,6 +28,7 @@ export_spec_clear (struct export_spec *s)
   free (s->path);
   free (s->peer);
   free (s->fence_peer);
+  free (s->peer_user);
   export_spec_init (s);
 }
 
@@ -47,7 +48,8 @@ export_spec_copy (struct export_spec *dst, const struct export_spec *src)
   if (dup_field (&dst->name, src->name) == -1
       || dup_field (&dst->path, src->path) == -1
       || dup_field (&dst->peer, src->peer) == -1
-      || dup_field (&dst->fence_peer, src->fence_peer) == -1) {
+      || dup_field (&dst->fence_peer, src->fence_peer) == -1
+      || dup_field (&dst->peer_user, src->peer_user) == -1) {
     export_spec_clear (dst);
     return -1;
   }
@@ -70,7 +72,8 @@ export_spec_equal (const struct export_spec *a, const struct export_spec *b)
     && a->readonly == b->readonly && a->cache == b->cache
     && a->bitmap_strict == b->bitmap_strict && a->no_bitmap == b->no_bitmap
     && a->max_lag == b->max_lag && str_equal (a->fence_peer, b->fence_peer)
-    && a->peer_timeout_ms == b->peer_timeout_ms;
+    && a->peer_timeout_ms == b->peer_timeout_ms
+    && str_equal (a->peer_user, b->peer_user);
 }
 
 const char *
@@ -188,9 +191,14 @@ export_spec_set (struct export_spec *s, const char *key, const char *value)
   }
   if (strcmp (key, "peer-timeout") == 0)
     return parse_ms (key, value, &s->peer_timeout_ms);
+  if (strcmp (key, "peer-user") == 0) {
+    free (s->peer_user);
+    return dup_field (&s->peer_user, value[0] ? value : NULL);
+  }
   return error_set (0, "unknown export key '%s' (expected path, format, role, "
                     "peer, mode, granularity, bandwidth, readonly, cache, bitmap, "
-                    "bitmap-strict, max-lag, fence-peer or peer-timeout)", key);
+                    "bitmap-strict, max-lag, fence-peer, peer-timeout or "
+                    "peer-user)", key);
 }
 
 static bool

@@ -13,6 +13,7 @@
 #include "export.h"
 #include "ha/ha.h"
 #include "mirror.h"
+#include "target.h"
 
 static struct {
   struct ioq *ioq;
@@ -21,6 +22,7 @@ static struct {
   unsigned count;
   unsigned draining;            /* removed, not yet freed */
   void (*on_drained) (void);
+  bool plaintext_peers;         /* --insecure */
 } reg = { .exports = LIST_INIT (reg.exports) };
 
 int
@@ -30,6 +32,12 @@ export_registry_init (struct ioq *ioq, const char *state_dir)
   free (reg.state_dir);
   reg.state_dir = strdup (state_dir);
   return reg.state_dir ? 0 : error_set (ENOMEM, "strdup");
+}
+
+void
+export_registry_allow_plaintext_peers (bool allow)
+{
+  reg.plaintext_peers = allow;
 }
 
 static struct bitmap_store *
@@ -71,8 +79,8 @@ export_lookup_for_client (const char *name)
 }
 
 int
-export_accept_peer (struct export *e, const char *name, char *why,
-                    size_t len)
+export_accept_peer (struct export *e, const char *name, const char *tls_user,
+                    char *why, size_t len)
 {
   char base[4200];
 
@@ -82,7 +90,7 @@ export_accept_peer (struct export *e, const char *name, char *why,
     snprintf (why, len, "export %s has no HA peer", e->spec.name);
     return -1;
   }
-  return ha_accept_claim (e->ha, name, why, len) == 0 ? 1 : -1;
+  return ha_accept_claim (e->ha, name, tls_user, why, len) == 0 ? 1 : -1;
 }
 
 int
@@ -155,12 +163,18 @@ resume_mirror_as (struct export *e, bool plain_peer)
 static int
 open_ha (struct export *e)
 {
-  char path[4200];
+  char path[4200], user[256];
   struct ha_opts o = {
     .state_path = path, .peer_uri = e->spec.peer,
     .initial_role = e->spec.role == ROLE_SECONDARY ? HA_SECONDARY : HA_PRIMARY,
     .timeout_ms = e->spec.peer_timeout_ms, .fence_hook = e->spec.fence_peer,
+    .peer_user = e->spec.peer_user, .plaintext_claims = reg.plaintext_peers,
   };
+
+  /* Both sides describe the pair alike: by default the peer replicates
+   * as the identity this side presents to it. */
+  if (o.peer_user == NULL && target_tls_identity (e->spec.peer, user, sizeof user) == 0)
+    o.peer_user = user;
 
   if (e->bitmap == NULL)
     return error_set (EINVAL, "a peer needs the dirty bitmap (bitmap=false)");
@@ -344,6 +358,12 @@ export_detach (struct export *e, struct export_client *c)
 {
   list_del (&c->node);
   e->nr_clients--;
+  /* The peer's replication connection dropped without a goodbye: its
+   * process may have died (kill -9, a crash).  Ask now, not after
+   * peer-timeout: an admin promoting this side must not be refused
+   * because of a ghost. */
+  if (c->peer && !c->closed_cleanly && e->ha)
+    ha_replication_lost (e->ha);
 }
 
 /* Not "!removed": a removed export's clients are draining, and the

@@ -46,6 +46,9 @@ struct export_spec {
   uint64_t max_lag;             /* async mirror: dirty bytes allowed
                                    before writes block (0: default) */
   char *fence_peer;             /* HA: hook run before promoting alone */
+  char *peer_user;              /* HA: the TLS-PSK username the peer
+                                   replicates as (NULL: the one this
+                                   side uses to reach the peer) */
   unsigned peer_timeout_ms;     /* HA: a silent peer is down after it */
 };
 
@@ -75,6 +78,8 @@ struct export_client {
   const struct export_client_ops *ops;
   struct list node;
   bool peer;                    /* replication from the HA peer */
+  bool closed_cleanly;          /* it said NBD_CMD_DISC, or we closed it:
+                                   not a sign that its process died */
   const char *tls_username;     /* authenticated TLS-PSK identity, or
                                    NULL for a plaintext connection */
 };
@@ -129,16 +134,19 @@ struct export_io {
  * exactly one (as qemu-nbd and nbdkit serve a default export). */
 /* Bitmaps live in STATE_DIR/NAME.bitmap. */
 int export_registry_init (struct ioq *ioq, const char *state_dir);
+/* --insecure: HA peers may replicate over plaintext connections. */
+void export_registry_allow_plaintext_peers (bool allow);
 struct export *export_add (const struct export_spec *spec, bool from_config);
 int export_remove (const char *name);
 struct export *export_find (const char *name);
 /* NAME may carry the HA peer's replication claim (ha.h). */
 struct export *export_lookup_for_client (const char *name);
-/* For a connection entering transmission on E with export name NAME:
- * 0 an ordinary client, 1 the HA peer replicating (its writes are
- * accepted on a secondary), -1 a refused claim (WHY says why). */
-int export_accept_peer (struct export *e, const char *name, char *why,
-                        size_t len);
+/* For a connection entering transmission on E with export name NAME,
+ * authenticated as TLS-PSK user TLS_USER (NULL over plaintext): 0 an
+ * ordinary client, 1 the HA peer replicating (its writes are accepted
+ * on a secondary), -1 a refused claim (WHY says why). */
+int export_accept_peer (struct export *e, const char *name,
+                        const char *tls_user, char *why, size_t len);
 /* The export's HA state for the peer (the mirrord:peer-state meta
  * context); -1 if it has no peer. */
 int export_peer_state (struct export *e, char *buf, size_t len);

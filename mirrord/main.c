@@ -66,7 +66,10 @@ add_exports (const struct config *cfg)
 }
 
 /* With keys every TCP connection must use TLS, so any address may
- * listen; without, only loopback unless the operator insists. */
+ * listen.  Without, plaintext TCP — loopback too — would let every
+ * local user past the NBD socket's permissions (and let anyone who
+ * reaches it forge a peer's replication): only if the operator says
+ * --insecure. */
 static int
 check_tcp_policy (const struct config *cfg)
 {
@@ -74,16 +77,28 @@ check_tcp_policy (const struct config *cfg)
     d.psk = psk_load (cfg->tls_psk);
     return d.psk ? 0 : error_prefix ("--tls-psk");
   }
-  for (size_t i = 0; i < cfg->nr_listen; i++) {
-    if (server_addr_is_loopback (cfg->nbd_listen[i]))
-      continue;
-    if (!cfg->insecure)
-      return error_set (0, "--nbd-listen %s is not a loopback address: "
-                        "give --tls-psk, or --insecure to allow plaintext",
-                        cfg->nbd_listen[i]);
-    log_warn ("--insecure: serving plaintext NBD on %s", cfg->nbd_listen[i]);
-  }
+  if (cfg->nr_listen > 0 && !cfg->insecure)
+    return error_set (0, "--nbd-listen %s without --tls-psk would serve "
+                      "plaintext NBD that any local user can reach, past the "
+                      "NBD socket's permissions: give --tls-psk FILE (see "
+                      "docs/tls.md), or --insecure to allow it anyway",
+                      cfg->nbd_listen[0]);
   return 0;
+}
+
+/* In the log the daemon keeps (syslog once daemonized). */
+static void
+warn_insecure (const struct config *cfg)
+{
+  if (!cfg->insecure)
+    return;
+  if (cfg->tls_psk == NULL)
+    for (size_t i = 0; i < cfg->nr_listen; i++)
+      log_warn ("--insecure: serving plaintext NBD on %s: anyone who can "
+                "connect may read and write every export", cfg->nbd_listen[i]);
+  log_warn ("--insecure: HA peers may replicate over plaintext connections, "
+            "without authentication");
+  export_registry_allow_plaintext_peers (true);
 }
 
 /* One daemon per state directory. */
@@ -343,6 +358,7 @@ start (void)
 
   if (setup_signals () == -1 || lock_state_dir (d.cfg.state_dir) == -1)
     return -1;
+  warn_insecure (&d.cfg);
   d.loop = loop_new ();
   if (d.loop == NULL)
     return -1;

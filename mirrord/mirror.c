@@ -15,6 +15,7 @@
 #include "common/log.h"
 #include "common/objcache.h"
 #include "common/size.h"
+#include "common/statefile.h"
 #include "export.h"
 #include "mirror.h"
 #include "status.h"
@@ -225,22 +226,18 @@ job_path (const struct mirror *m, char *buf, size_t len)
 static void
 job_save (const struct mirror *m)
 {
-  char path[4096], tmp[4200];
-  FILE *fp;
+  char path[4096], buf[4200];
+  int n;
 
   job_path (m, path, sizeof path);
-  snprintf (tmp, sizeof tmp, "%s.tmp", path);
-  fp = fopen (tmp, "w");
-  if (fp == NULL) {
-    log_warn ("%s: %m: the mirror will not resume after a restart", tmp);
-    return;
-  }
-  fprintf (fp, "uri=%s\nmode=%s\nbandwidth=%llu\n", m->uri,
-           m->async ? "async" : "sync", (unsigned long long) m->bandwidth);
-  if (fflush (fp) == 0 && fsync (fileno (fp)) == 0 && fclose (fp) == 0)
-    rename (tmp, path);
-  else
-    log_warn ("%s: could not be written", tmp);
+  n = snprintf (buf, sizeof buf, "uri=%s\nmode=%s\nbandwidth=%llu\n", m->uri,
+                m->async ? "async" : "sync", (unsigned long long) m->bandwidth);
+  if (n < 0 || (size_t) n >= sizeof buf)
+    log_warn ("export %s: the mirror's URI is too long to save: it will not "
+              "resume after a restart", m->exp->spec.name);
+  else if (statefile_write (path, buf, (size_t) n) == -1)
+    log_warn ("export %s: %s: the mirror will not resume after a restart",
+              m->exp->spec.name, error_get ());
 }
 
 static void
@@ -249,7 +246,8 @@ job_forget (const struct mirror *m)
   char path[4096];
 
   job_path (m, path, sizeof path);
-  unlink (path);
+  if (statefile_remove (path) == -1)
+    log_warn ("export %s: %s", m->exp->spec.name, error_get ());
 }
 
 /* ---- Copies ---- */
@@ -277,7 +275,7 @@ note_copied (struct mirror *m, uint64_t off, uint64_t len)
     void *n = realloc (m->copied, cap * sizeof *m->copied);
     if (n == NULL) {
       /* Not remembered: it stays dirty and is copied again. */
-      dirty_bitmap_mark (live (m), off, len);
+      bitmap_store_mark (m->exp->bitmap, off, len);
       return;
     }
     m->copied = n;
@@ -295,7 +293,7 @@ copy_end (struct copy *c, int err)
 
   if (err) {
     /* Copy it again in a later pass: the mark lands in the successor. */
-    dirty_bitmap_mark (live (m), c->off, c->len);
+    bitmap_store_mark (m->exp->bitmap, c->off, c->len);
     if (m->up)
       log_debug ("mirror %s: copy %llu+%llu failed: %s", m->label,
                  (unsigned long long) c->off, (unsigned long long) c->len,
@@ -528,7 +526,7 @@ copy_start (struct mirror *m, uint64_t off, uint64_t len)
    * lands and reach the target after it.  Leave the range to the next
    * pass. */
   if (overlaps_forward (m, off, len)) {
-    dirty_bitmap_mark (live (m), off, len);
+    bitmap_store_mark (m->exp->bitmap, off, len);
     return;
   }
   c = calloc (1, sizeof *c);
@@ -536,7 +534,7 @@ copy_start (struct mirror *m, uint64_t off, uint64_t len)
   if (c == NULL || (c->buf = bufpool_get (len)) == NULL) {
     free (c);
     m->ops--;
-    dirty_bitmap_mark (live (m), off, len);
+    bitmap_store_mark (m->exp->bitmap, off, len);
     return;
   }
   /* --bandwidth counts the data sent.  A copy reserves its length when

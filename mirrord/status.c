@@ -55,5 +55,7 @@ status_export_json (const struct export *e)
        (e->bitmap ? (int64_t) bitmap_store_flushes (e->bitmap) : 0));
   status_add (o, "bitmap_blocks_written", json_object_new_int64
        (e->bitmap ? (int64_t) bitmap_store_blocks_written (e->bitmap) : 0));
+  status_add (o, "bitmap_ondisk_bytes", json_object_new_int64
+       (e->bitmap ? (int64_t) bitmap_store_ondisk_bytes (e->bitmap) : 0));
   return o;
 }

@@ -156,6 +156,46 @@ uri_tls_username (const char *uri, char *buf, size_t len)
   return false;
 }
 
+/* Copies the URI's "user@" (percent-decoded) into BUF; false if it
+ * names none. */
+static bool
+uri_user (const char *uri, char *buf, size_t len)
+{
+  const char *p = strstr (uri, "://"), *at, *end;
+  size_t n = 0;
+
+  if (p == NULL)
+    return false;
+  p += 3;
+  end = p + strcspn (p, "/?#");
+  at = memchr (p, '@', (size_t) (end - p));
+  if (at == NULL || at == p)
+    return false;
+  for (; p < at && n + 1 < len; p++) {
+    int hi, lo;
+    if (*p == '%' && p + 2 < at && (hi = hex_digit (p[1])) >= 0
+        && (lo = hex_digit (p[2])) >= 0) {
+      buf[n++] = (char) (hi << 4 | lo);
+      p += 2;
+    }
+    else
+      buf[n++] = *p;
+  }
+  buf[n] = '\0';
+  return n > 0;
+}
+
+int
+target_tls_identity (const char *uri, char *buf, size_t len)
+{
+  if (uri_user (uri, buf, len) || uri_tls_username (uri, buf, len))
+    return 0;
+  if (tls.username == NULL)
+    return -1;
+  snprintf (buf, len, "%s", tls.username);
+  return 0;
+}
+
 /* Before connecting: the key file, and the identity: tls-username=
  * from the URI, else the file's first.  A "user@" in the URI wins
  * over both: libnbd applies it while connecting. */

@@ -33,6 +33,9 @@ typedef void (*target_done_fn) (void *opaque, int err);
 /* The TLS-PSK key file for nbds:// targets, and the username to use
  * when a URI names none (the file's first).  NULLs: no TLS. */
 int target_set_tls_psk (const char *file, const char *username);
+/* The TLS-PSK username a connection to URI presents: its "user@", its
+ * tls-username=, else the file's first.  -1 without --tls-psk. */
+int target_tls_identity (const char *uri, char *buf, size_t len);
 
 struct target *target_open (struct loop *loop, const char *uri,
                             unsigned max_conns, target_state_fn on_state,

@@ -174,6 +174,7 @@ conn_drain (struct conn *c)
     return;
   }
   c->draining = true;
+  c->client.closed_cleanly = true;
   /* Answer what is already here; the receive that finds the socket
    * empty marks the connection idle, and an idle one closes now. */
   conn_on_events (c, EPOLLIN);

@@ -122,15 +122,8 @@ static int
 accept_peer (struct conn *c, struct export *e, const char *name)
 {
   char why[512];
-  int r = export_accept_peer (e, name, why, sizeof why);
+  int r = export_accept_peer (e, name, c->client.tls_username, why, sizeof why);
 
-  /* With keys configured, only a holder of one may replicate: a claim
-   * over plaintext (the local unix socket) is refused too. */
-  if (r == 1 && tls_server_enabled () && c->client.tls_username == NULL) {
-    snprintf (why, sizeof why, "replication needs a TLS-PSK authenticated "
-              "connection");
-    r = -1;
-  }
   c->client.peer = r == 1;
   if (r == -1) {
     log_warn ("%s: %s", c->peer, why);
@@ -155,12 +148,7 @@ opt_export_name (struct conn *c, const uint8_t *data, uint32_t len)
     conn_want_close (c);
     return;
   }
-  r = export_accept_peer (e, name, why, sizeof why);
-  if (r == 1 && tls_server_enabled () && c->client.tls_username == NULL) {
-    snprintf (why, sizeof why, "replication needs a TLS-PSK authenticated "
-              "connection");
-    r = -1;
-  }
+  r = export_accept_peer (e, name, c->client.tls_username, why, sizeof why);
   free (name);
   if (r == -1) {
     log_warn ("%s: %s", c->peer, why);

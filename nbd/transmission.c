@@ -382,6 +382,7 @@ handle_header (struct conn *c, const uint8_t *h)
   }
   if (type == NBD_CMD_DISC) {
     log_debug ("%s: client sent DISC", c->peer);
+    c->client.closed_cleanly = true;
     conn_want_close (c);
     return;
   }

@@ -1,12 +1,14 @@
 # SPDX-License-Identifier: MIT
 # Helpers for the HA pair tests: two daemons, a and b, each with export
-# vm1 whose peer is the other, on unix sockets.
+# vm1 whose peer is the other, on unix sockets.  Replication there is
+# plaintext, so the members run with --insecure (SPEC §3); the TLS
+# pairs (netns_member, test-ha-claim-auth.sh) show the secure way.
 #   start_pair_member NAME ROLE [extra export keys]
 #   hfield NAME PYEXPR   a field of vm1's status (e = the export)
 start_pair_member () {
   local name=$1 role=$2 extra=${3:-} other
   [ "$name" = a ] && other=b || other=a
-  start_mirrord "$name" \
+  start_mirrord "$name" --insecure \
     --export "vm1=$TESTDIR/$name.img,role=$role,peer=$(uri "$other" vm1),peer-timeout=1$extra"
 }
 hfield () {

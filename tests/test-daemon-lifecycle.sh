@@ -27,7 +27,7 @@ CONF
 out=$("$MIRRORD" -f -c "$TESTDIR/bad.conf" 2>&1) && fail "bad config accepted"
 [[ $out == *"$TESTDIR/bad.conf:6:"*vmdk* ]] || fail "config error lacks file:line: $out"
 
-# Non-loopback TCP without TLS is refused unless --insecure.
+# TCP without TLS is refused unless --insecure (loopback too).
 truncate -s 16M "$TESTDIR/disk.img"
 expect_status 2 "$MIRRORD" -f --nbd-listen 0.0.0.0:0 \
   --nbd-socket "$TESTDIR/x.nbd" --control "$TESTDIR/x.ctl" --state-dir "$TESTDIR/x"

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
 # NBD over TCP: --nbd-listen on IPv4 and IPv6 loopback serves clients;
-# a non-loopback address without TLS is refused (exit 2) unless
-# --insecure, which is logged as a warning; a port in use is a runtime
-# error (exit 1).
+# without TLS any address — loopback too, which every local user can
+# reach — is refused (exit 2) unless --insecure, which is logged as a
+# warning; a port in use is a runtime error (exit 1).
 source "${top_srcdir:-$(dirname "$0")/..}/tests/functions.sh"
 requires qemu-io --version
 requires nbdinfo --version
@@ -27,7 +27,7 @@ truncate -s 32M "$TESTDIR/d.img"
 
 # IPv4 loopback.
 port=$(free_port 4)
-start_mirrord t --export "vm1=$TESTDIR/d.img" --nbd-listen "127.0.0.1:$port"
+start_mirrord t --export "vm1=$TESTDIR/d.img" --nbd-listen "127.0.0.1:$port" --insecure
 qio -f raw -c 'write -P 0x41 1M 1M' -c 'read -P 0x41 1M 1M' \
   "nbd://127.0.0.1:$port/vm1" || fail "qemu-io over IPv4"
 nbdinfo "nbd://127.0.0.1:$port/vm1" | grep -q 'export-size: 33554432' \
@@ -43,7 +43,7 @@ fi
 # A port in use: exit 1, naming the address.  (Another image: d.img
 # is locked by the daemon that serves it.)
 truncate -s 32M "$TESTDIR/e.img"
-out=$("$MIRRORD" -f --export "vm1=$TESTDIR/e.img" --nbd-listen "127.0.0.1:$port" \
+out=$("$MIRRORD" -f --export "vm1=$TESTDIR/e.img" --nbd-listen "127.0.0.1:$port" --insecure \
       --nbd-socket "$TESTDIR/b.nbd" --control "$TESTDIR/b.ctl" \
       --state-dir "$TESTDIR/b.state" 2>&1) && fail "a port in use was accepted"
 got=$?
@@ -57,7 +57,7 @@ qemu-io -f raw -r -c 'read 0 4k' "nbd://127.0.0.1:$port/vm1" >/dev/null 2>&1 \
 # IPv6 loopback, where the host has it.
 if $PY -c 'import socket; socket.socket(socket.AF_INET6).bind(("::1", 0))' 2>/dev/null; then
   port6=$(free_port 6)
-  start_mirrord t6 --export "vm1=$TESTDIR/d.img" --nbd-listen "[::1]:$port6"
+  start_mirrord t6 --export "vm1=$TESTDIR/d.img" --nbd-listen "[::1]:$port6" --insecure
   qio -f raw -c 'write -P 0x66 2M 1M' -c 'read -P 0x66 2M 1M' \
     "nbd://[::1]:$port6/vm1" || fail "qemu-io over IPv6"
   nbdinfo "nbd://[::1]:$port6/vm1" | grep -q 'export-size: 33554432' \
@@ -67,15 +67,16 @@ else
   echo "$0: IPv6 loopback unavailable; skipping that part"
 fi
 
-# Non-loopback without --insecure: a usage error saying what to do;
-# nothing is started.
-for addr in "0.0.0.0:$port" "[::]:$port"; do
+# Without --insecure: a usage error saying what to do, for loopback
+# as for any other address; nothing is started.
+for addr in "127.0.0.1:$port" "[::1]:$port" "0.0.0.0:$port" "[::]:$port"; do
   out=$("$MIRRORD" -f --export "vm1=$TESTDIR/d.img" --nbd-listen "$addr" \
         --nbd-socket "$TESTDIR/n.nbd" --control "$TESTDIR/n.ctl" \
         --state-dir "$TESTDIR/n.state" 2>&1) && fail "$addr accepted without --insecure"
   got=$?
   [ $got -eq 2 ] || fail "$addr: exit $got, expected 2: $out"
-  [[ $out == *"$addr is not a loopback address"*--insecure* ]] || fail "$addr: $out"
+  [[ $out == *"--nbd-listen $addr without --tls-psk"*"any local user"*--insecure* ]] \
+    || fail "$addr: $out"
 done
 [ ! -e "$TESTDIR/n.ctl" ] || fail "a refused daemon started"
 # The same from the config file.

@@ -7,7 +7,8 @@
 # to a: a stops waiting for b within its peer-timeout (writes go on,
 # locally, under a new generation), b sees a go silent.  When the
 # partition heals, a resyncs b with only what it wrote meanwhile
-# (counted), and the images end identical.
+# (counted), and the images end identical.  Partitioned again, b sees a
+# as down within peer-timeout and can be promoted.
 source "${top_srcdir:-$(dirname "$0")/..}/tests/functions.sh"
 source "${top_srcdir:-$(dirname "$0")/..}/tests/ha-functions.sh"
 requires ip netns list
@@ -81,6 +82,23 @@ moved=$(( $(hfield b 'e["bytes_written"]') - b_written ))
 echo "healed: $moved bytes written to b"
 $PY "${top_srcdir:-$(dirname "$0")/..}/tests/ha-writer.py" verify "$(uri b vm1)" "$TESTDIR/acked" \
   || fail "b lacks writes a acknowledged"
+
+# A dead host (no FIN, no RST: everything dropped) is seen within the
+# peer-timeout (1 s), and b can then be promoted: within 1 s more.
+ip netns exec "$NB" nft -f - <<NFT
+table inet part {
+  chain in { type filter hook input priority 0; ip saddr $IPA drop; }
+  chain out { type filter hook output priority 0; ip daddr $IPA drop; }
+}
+NFT
+t0=$(date +%s%N)
+promote_b () { ctl b promote vm1 >/dev/null 2>&1; }
+poll 5 promote_b || fail "b not promotable during the partition: $(ctl b promote vm1 2>&1)"
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+echo "partition: b promoted $ms ms after the drop (peer-timeout 1000 ms)"
+[ $ms -le 2000 ] || fail "promotion took $ms ms, over peer-timeout + 1 s"
+grep -q "silent for 1000 ms: considered down" "$TESTDIR/b.log" \
+  || fail "b did not say why a is down"
 stop_mirrord a
 stop_mirrord b
 cmp "$TESTDIR/a.img" "$TESTDIR/b.img" || fail "images differ after healing"

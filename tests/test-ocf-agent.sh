@@ -22,10 +22,12 @@ install -m 755 "$AGENT_BUILT" "$AGENT"
 
 truncate -s 16M "$TESTDIR/a.img" "$TESTDIR/b.img"
 start_pair_member b secondary
+# Replication over the plaintext unix socket: insecure, as b's.
 cat > "$TESTDIR/a.conf" <<EOF
 [mirrord]
 nbd-socket = $TESTDIR/a.nbd
 state-dir = $TESTDIR/a.state
+insecure = true
 
 [export vm1]
 path = $TESTDIR/a.img

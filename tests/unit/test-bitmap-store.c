@@ -527,6 +527,44 @@ test_activity_set (void **state)
   assert_int_equal (bitmap_store_close (s), 0);
 }
 
+/* Marks without a write reach the file before the barrier is ready;
+ * a barrier with nothing pending is ready at once. */
+static void
+test_mark_barrier (void **state)
+{
+  struct bitmap_intent in = { .ready = on_ready };
+  struct bitmap_store *s;
+
+  unlink (path);
+  s = open_store (SIZE, G, false);
+  assert_non_null (s);
+  assert_int_equal (bitmap_store_barrier (s, &in), 1);
+  bitmap_store_mark (s, 7 * G + 1, 10);
+  bitmap_store_mark (s, 100 * G, 3 * G);
+  bitmap_store_mark (s, SIZE - 1, 1000);                    /* clipped */
+  assert_int_equal (bitmap_store_dirty_bytes (s), 5 * G);   /* live at once */
+  assert_false (file_bit (7));
+  ready_err = -1;
+  assert_int_equal (bitmap_store_barrier (s, &in), 0);
+  loop_run (loop);
+  assert_int_equal (ready_err, 0);
+  assert_true (file_bit (7) && file_bit (100) && file_bit (102));
+  assert_true (file_bit (SIZE / G - 1));
+  assert_false (file_bit (103));
+  /* Marked already: nothing to wait for. */
+  bitmap_store_mark (s, 100 * G, G);
+  assert_int_equal (bitmap_store_barrier (s, &in), 1);
+  /* A barrier withdrawn before it is ready is never called. */
+  bitmap_store_mark (s, 500 * G, G);
+  ready_err = -1;
+  assert_int_equal (bitmap_store_barrier (s, &in), 0);
+  bitmap_store_barrier_cancel (s, &in);
+  run_past_clear_delay ();
+  assert_int_equal (ready_err, -1);
+  assert_true (file_bit (500));
+  assert_int_equal (bitmap_store_close (s), 0);
+}
+
 int
 main (void)
 {
@@ -543,6 +581,7 @@ main (void)
     cmocka_unit_test (test_new_file_whole),
     cmocka_unit_test (test_lazy_clear_keeps_inflight),
     cmocka_unit_test (test_activity_set),
+    cmocka_unit_test (test_mark_barrier),
   };
   return cmocka_run_group_tests (tests, setup, teardown);
 }
