@@ -34,7 +34,7 @@ if [ "${1:-}" != quick ]; then
   # on daemon paths the block-level tests already run there.
   MIRRORD_SKIP_E2E=1 run_suite build-asan --enable-werror --enable-sanitizers CFLAGS="-O1 -g"
   # libFuzzer (clang): bounded runs of the fuzz targets (qcow2 60 s,
-  # NBD handshake, NBD transmission and bitmap 25 s each) and their
+  # qcow2-write, NBD handshake, NBD transmission, bitmap 25 s each) and their
   # corpus replays; the rest of the suite ran above.
   if command -v clang >/dev/null; then
     tests/setup.sh build build-fuzz CC=clang --enable-fuzz CFLAGS="-O1 -g"

@@ -111,6 +111,18 @@ parse_feature_names (const uint8_t *p, uint32_t len, struct qcow2_header *h)
                    p + i + 2, strnlen ((const char *) p + i + 2, 46));
 }
 
+/* Where the bitmap directory is, so that nothing writes over it (its
+ * contents are QEMU's business: the bitmaps become invalid anyway). */
+static void
+parse_bitmaps (const uint8_t *p, uint32_t len, struct qcow2_header *h)
+{
+  h->has_bitmaps_ext = true;
+  if (len < 24)
+    return;
+  h->bitmap_dir_size = qcow2_be64 (p + 8);
+  h->bitmap_dir_offset = qcow2_be64 (p + 16);
+}
+
 /* Walks the extensions from the end of the header to the end of the
  * first cluster; unknown ones are skipped (and, since the header is
  * only ever patched in place, preserved). */
@@ -133,7 +145,7 @@ parse_extensions (const uint8_t *b, size_t len, struct qcow2_header *h)
       copy_string (h->backing_format, sizeof h->backing_format, data, elen);
       break;
     case EXT_FEATURES:  parse_feature_names (data, elen, h); break;
-    case EXT_BITMAPS:   h->has_bitmaps_ext = true; break;
+    case EXT_BITMAPS:   parse_bitmaps (data, elen, h); break;
     case EXT_CRYPTO:    h->has_crypto_ext = true; break;
     case EXT_DATA_FILE: h->has_data_file_ext = true; break;
     default:            break;
@@ -232,7 +244,9 @@ qcow2_header_check_features (const struct qcow2_header *h, bool writable)
   if (!writable)
     return 0;
   if (h->incompatible & QCOW2_INCOMPAT_CORRUPT)
-    return refuse ("corrupt bit (run qemu-img check -r all, or open read-only)");
+    return refuse ("corrupt bit: its metadata was found inconsistent, and "
+                   "writing could destroy data (repair with 'qemu-img check "
+                   "-r all', or open read-only)");
   if (h->incompatible & QCOW2_INCOMPAT_DIRTY)
     return refuse ("dirty bit (lazy refcounts need repair: qemu-img check -r all)");
   if (h->nb_snapshots)

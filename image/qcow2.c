@@ -199,12 +199,16 @@ struct mapping {
   uint64_t entry;
 };
 
-/* Maps the guest cluster at OFF; checks what the entry points at. */
+/* Maps the guest cluster at OFF; checks what the entry points at:
+ * any host offset it holds (data, a zero cluster's preallocation, a
+ * compressed cluster's bytes) must be valid and clear of metadata,
+ * whatever the request does with it. */
 static int
 map_cluster (struct qcow2 *q, uint64_t off, struct mapping *m)
 {
   struct qtable *t;
   uint64_t e, host;
+  bool zero;
 
   if (qcow2_l2_get (q, off, false, &t) == -1)
     return -1;
@@ -215,29 +219,60 @@ map_cluster (struct qcow2 *q, uint64_t off, struct mapping *m)
     if (s >= q->file_size || s < q->cluster_size)
       return qcow2_corrupt (q, "compressed cluster at %#llx past the end",
                             (unsigned long long) s);
+    if (qcow2_check_overlap (q, s, end - s, "compressed cluster", off) == -1)
+      return -1;
     m->kind = K_COMPRESSED;
     return 0;
   }
   host = e & QCOW2_OFFSET_MASK;
-  if (q->h.version >= 3 && (e & QCOW2_OFLAG_ZERO)) {
-    m->kind = K_ZERO;
-    return 0;
-  }
+  zero = q->h.version >= 3 && (e & QCOW2_OFLAG_ZERO);
   if (host == 0) {
-    if (e & QCOW2_OFLAG_COPIED)
-      return qcow2_corrupt (q, "data cluster at offset 0");
-    m->kind = q->backing && off < q->backing->size ? K_BACKING : K_ZERO;
+    /* Unallocated, COPIED or not, as QEMU reads it (only an external
+     * data file, which we refuse, gives offset 0 a meaning). */
+    m->kind = zero || !q->backing || off >= q->backing->size ? K_ZERO : K_BACKING;
     return 0;
   }
   if (host % q->cluster_size || host + q->cluster_size > q->hwm)
-    return qcow2_corrupt (q, "data cluster offset %#llx invalid or past the end",
+    return qcow2_corrupt (q, "%s offset %#llx invalid or past the end",
+                          zero ? "zero cluster" : "data cluster",
                           (unsigned long long) host);
-  if (qcow2_is_metadata (q, host / q->cluster_size))
-    return qcow2_corrupt (q, "data cluster at %#llx overlaps metadata",
-                          (unsigned long long) host);
-  m->kind = K_DATA;
+  if (qcow2_check_overlap (q, host, q->cluster_size,
+                           zero ? "zero cluster" : "data cluster", off) == -1)
+    return -1;
+  m->kind = zero ? K_ZERO : K_DATA;
   m->host = host;
   return 0;
+}
+
+/* The host bytes the entry of M holds, to be written or freed. */
+static void
+mapping_host (const struct qcow2 *q, const struct mapping *m,
+              uint64_t *host, uint64_t *len)
+{
+  uint64_t end;
+
+  if (m->kind == K_COMPRESSED) {
+    qcow2_compressed_range (q, m->entry, host, &end);
+    *len = end - *host;
+  }
+  else {
+    *host = m->entry & QCOW2_OFFSET_MASK;
+    *len = *host ? q->cluster_size : 0;
+  }
+}
+
+/* map_cluster for a request that writes the guest cluster at OFF or
+ * replaces its entry (which frees what the entry held): a host
+ * cluster with more references than its refcount must be neither. */
+static int
+map_for_change (struct qcow2 *q, uint64_t off, struct mapping *m)
+{
+  uint64_t host, len;
+
+  if (map_cluster (q, off, m) == -1)
+    return -1;
+  mapping_host (q, m, &host, &len);
+  return qcow2_check_refs (q, host, len, off);
 }
 
 /* Does the guest cluster at OFF read as zero without its own data? */
@@ -287,6 +322,9 @@ sub_done (struct image_io *io, int err)
   struct qcow2 *q = r->q;
 
   if (err == 0 && s->zentry) {
+    /* The buffer no longer holds the cluster inflated last, even if
+     * this one fails half way. */
+    q->zbuf_entry = 0;
     if (inflate_cluster (q, s->bounce, io->count, q->zbuf) == 0) {
       q->zbuf_entry = s->zentry;
       memcpy (s->dst, q->zbuf + s->zskip, s->zlen);
@@ -487,7 +525,7 @@ needs_alloc (struct qcow2 *q, uint64_t off, uint64_t len)
 {
   for (uint64_t c = cluster_of (q, off); c < off + len; c += q->cluster_size) {
     struct mapping m;
-    if (map_cluster (q, c, &m) == -1)
+    if (map_for_change (q, c, &m) == -1)
       return -1;
     if (!in_place (&m))
       return 1;
@@ -592,6 +630,21 @@ alloc_runs (struct qreq *r, uint64_t c, uint64_t n)
 
 static void write_data (struct qreq *r);
 
+/* Every write of guest data into the file goes through here: one last
+ * overlap check before it is submitted, as QEMU's overlap-check does,
+ * so that not even a bug in the allocator could write over metadata.
+ * GUEST is where the bytes go in the guest (for the message). */
+static void
+submit_data_write (struct qreq *r, uint64_t host, const uint8_t *buf,
+                   size_t len, unsigned flags, uint64_t guest)
+{
+  if (qcow2_check_overlap (r->q, host, len, "data write", guest) == -1) {
+    fail (r, EIO);
+    return;
+  }
+  submit_rw (r, r->q->file, IMAGE_WRITE, host, (uint8_t *) buf, len, flags);
+}
+
 /* Stage A: writes in place what can be, allocates the rest and reads
  * what must be copied into the new clusters. */
 static void
@@ -607,21 +660,21 @@ write_range (struct qreq *r)
     struct mapping m, m2;
     uint64_t run_end = c + q->cluster_size;
 
-    if (map_cluster (q, c, &m) == -1) {
+    if (map_for_change (q, c, &m) == -1) {
       fail (r, error_errno ());
       break;
     }
     if (in_place (&m)) {
       uint64_t lo = c < r->w_off ? r->w_off : c, hi;
-      while (run_end < end && map_cluster (q, run_end, &m2) == 0
+      while (run_end < end && map_for_change (q, run_end, &m2) == 0
              && in_place (&m2) && m2.host == m.host + (run_end - c))
         run_end += q->cluster_size;
       hi = run_end < end ? run_end : end;
-      submit_rw (r, q->file, IMAGE_WRITE, m.host + (lo - c),
-                 (uint8_t *) r->w_buf + (lo - r->w_off), hi - lo, fua);
+      submit_data_write (r, m.host + (lo - c), r->w_buf + (lo - r->w_off),
+                         hi - lo, fua, lo);
     }
     else {
-      while (run_end < end && map_cluster (q, run_end, &m2) == 0
+      while (run_end < end && map_for_change (q, run_end, &m2) == 0
              && !in_place (&m2))
         run_end += q->cluster_size;
       if (alloc_runs (r, c, (run_end - c) / q->cluster_size) == -1)
@@ -650,14 +703,13 @@ write_data (struct qreq *r)
     uint64_t hi = run_end < end ? run_end : end;
 
     if (run->head)
-      submit_rw (r, q->file, IMAGE_WRITE, run->host, run->head,
-                 run->head_len, 0);
-    submit_rw (r, q->file, IMAGE_WRITE, run->host + (lo - run->guest),
-               (uint8_t *) r->w_buf + (lo - r->w_off), hi - lo, 0);
+      submit_data_write (r, run->host, run->head, run->head_len, 0,
+                         run->guest);
+    submit_data_write (r, run->host + (lo - run->guest),
+                       r->w_buf + (lo - r->w_off), hi - lo, 0, lo);
     if (run->tail)
-      submit_rw (r, q->file, IMAGE_WRITE,
-                 run->host + (run_end - run->guest) - run->tail_len,
-                 run->tail, run->tail_len, 0);
+      submit_data_write (r, run->host + (run_end - run->guest) - run->tail_len,
+                         run->tail, run->tail_len, 0, run_end - run->tail_len);
   }
   sub_put (r);
 }
@@ -761,7 +813,7 @@ set_entries (struct qreq *r, uint64_t lo, uint64_t hi, uint64_t new)
   for (uint64_t c = lo; c < hi; c += q->cluster_size) {
     struct mapping m;
     struct qtable *t;
-    if (map_cluster (q, c, &m) == -1)
+    if (map_for_change (q, c, &m) == -1)
       return -1;
     if (m.entry == new || (m.kind == K_ZERO && !(m.entry & QCOW2_OFFSET_MASK)
                            && !(m.entry & QCOW2_OFLAG_COMPRESSED)))
@@ -1109,8 +1161,10 @@ q_close (struct image *img)
   struct qcow2 *q = q_of (img);
 
   assert (list_empty (&q->inflight) && list_empty (&q->waiting));
-  if (!img->readonly && q->file && q->l1 && !q->corrupt
-      && qcow2_writeback_sync (q) == -1)
+  /* Written back even when corruption was found: every check runs
+   * before anything changes, so what is in memory is consistent, and
+   * it holds writes that were acknowledged before. */
+  if (!img->readonly && q->opened && qcow2_writeback_sync (q) == -1)
     log_err ("%s", error_get ());
   else if (q->wb_running)
     qcow2_writeback_sync (q);   /* only waits for it */
@@ -1242,7 +1296,7 @@ setup (struct image *img, struct qcow2 *q, enum image_cache cache)
   q->l2_entries = q->cluster_size / 8;
   q->file = raw_open_file (img->path, img->readonly, cache, img->ioq,
                            q->cluster_size);
-  if (q->file == NULL || qcow2_meta_open (q) == -1)
+  if (q->file == NULL || qcow2_meta_open (q, !img->readonly) == -1)
     return -1;
   if (q->file->size < q->hwm)
     q->file->size = q->hwm;
@@ -1283,9 +1337,9 @@ qcow2_open (const char *path, bool readonly, enum image_cache cache,
   list_init (&q->flush_now);
   list_init (&q->flush_next);
   if (setup (img, q, cache) == -1) {
-    q->corrupt = true;          /* nothing to write back */
-    q_close (img);
+    q_close (img);              /* opened is false: nothing written back */
     return NULL;
   }
+  q->opened = true;
   return img;
 }

@@ -25,6 +25,12 @@
  *     reused while a stale reference to it may still be on disk.
  * In-memory refcounts therefore never fall below the on-disk
  * references, and refcount blocks may be written at any time.
+ *
+ * Overlap checks.  No guest data is ever written over metadata, and no
+ * cluster is written in place or freed while a reference that its
+ * refcount does not count lives on: the metadata set, the layout check
+ * at open, the run-time checks and the reference scan are described at
+ * the top of qcow2-meta.c.
  */
 
 #include <stdbool.h>
@@ -45,7 +51,8 @@
 #define QCOW2_INCOMPAT_COMPRESSION (1ull << 3)
 #define QCOW2_INCOMPAT_EXTL2      (1ull << 4)
 
-#define QCOW2_OFFSET_MASK 0x00fffffffffffe00ull  /* L1, L2, reftable */
+#define QCOW2_OFFSET_MASK 0x00fffffffffffe00ull       /* L1, L2 */
+#define QCOW2_REFT_OFFSET_MASK 0xfffffffffffffe00ull  /* refcount table */
 #define QCOW2_OFLAG_COPIED     (1ull << 63)
 #define QCOW2_OFLAG_COMPRESSED (1ull << 62)
 #define QCOW2_OFLAG_ZERO       1ull
@@ -73,6 +80,7 @@ struct qcow2_header {
   char backing_file[QCOW2_MAX_BACKING_NAME + 1];   /* "" if none */
   char backing_format[32];                         /* "" if not given */
   bool has_crypto_ext, has_data_file_ext, has_bitmaps_ext;
+  uint64_t bitmap_dir_offset, bitmap_dir_size;     /* 0 if none */
   /* Names of incompatible features from the feature name table. */
   char incompat_names[64][47];
 };
@@ -127,6 +135,23 @@ void qcache_for_each_dirty (struct qcache *c,
 
 struct qwriteback;
 
+/* What a metadata cluster holds: the overlap checks name it. */
+enum qmeta_kind {
+  QM_HEADER, QM_L1, QM_L2, QM_REFTABLE, QM_REFBLOCK, QM_BITMAP_DIR,
+};
+
+/* A data cluster that more L2 entries reference than its refcount
+ * says, that several reference while one claims it alone (COPIED), or
+ * that lay past the end of the file: writing it in place, freeing it
+ * or allocating it would destroy another guest cluster's data (found
+ * by the reference scan, qcow2-meta.c). */
+struct qbadref {
+  uint64_t cluster;
+  uint64_t refs, refcount;
+  bool copied;
+  bool past_end;
+};
+
 struct qfree {
   uint64_t cluster, n;
   bool punch;                   /* the data can be discarded */
@@ -156,8 +181,10 @@ struct qcow2 {
   uint64_t free_hint;           /* cluster index: no free one below */
   uint64_t hwm;                 /* bytes: nothing at or past was ever written */
   uint64_t file_size;           /* bytes the file has on disk */
-  uint64_t *meta;               /* sorted metadata cluster indices */
+  uint64_t *meta;               /* sorted: cluster << 3 | enum qmeta_kind */
   size_t meta_nr, meta_cap;
+  struct qbadref *badrefs;      /* sorted by cluster; usually none */
+  size_t badrefs_nr;
 
   bool header_dirty;            /* reftable offset/clusters changed */
 
@@ -177,6 +204,7 @@ struct qcow2 {
   uint8_t *zbuf;
 
   unsigned in_submit;           /* inside image_submit(): defer completions */
+  bool opened;                  /* open succeeded: close writes back */
   bool corrupt;
 };
 
@@ -210,9 +238,23 @@ void qcow2_free_entry_range (struct qcow2 *q, uint64_t cluster, uint64_t n,
 /* The bytes [*START, *END) a compressed L2 entry's data occupies. */
 void qcow2_compressed_range (const struct qcow2 *q, uint64_t entry,
                              uint64_t *start, uint64_t *end);
-bool qcow2_is_metadata (const struct qcow2 *q, uint64_t cluster);
 
-int qcow2_meta_open (struct qcow2 *q);
+/* Overlap checks (qcow2-meta.c, where the design is described).  Each
+ * is O(log n) in the number of metadata clusters. */
+/* Fails, marking the image corrupt, if [HOST, HOST+LEN) holds any
+ * metadata; WHAT (e.g. "data cluster") and GUEST name the user. */
+int qcow2_check_overlap (struct qcow2 *q, uint64_t host, uint64_t len,
+                         const char *what, uint64_t guest);
+/* Fails, marking the image corrupt, if [HOST, HOST+LEN) holds a data
+ * cluster that must be neither written in place nor freed (struct
+ * qbadref). */
+int qcow2_check_refs (struct qcow2 *q, uint64_t host, uint64_t len,
+                      uint64_t guest);
+
+/* Reads L1 and the refcount table and checks the metadata layout:
+ * on a WRITABLE open, structures that overlap refuse the open (a
+ * read-only one warns), and the reference scan runs. */
+int qcow2_meta_open (struct qcow2 *q, bool writable);
 void qcow2_meta_close (struct qcow2 *q);
 /* Starts a write-back when none runs and there is something to do or
  * a flush waits.  Completed flush requests are finished. */

@@ -15,6 +15,16 @@
 #                         command succeeded (qemu-io exits 0 on some
 #                         failed commands, so its output is checked too)
 #   qcow2util ARGS...     tests/qcow2util.py
+#   is_marked_corrupt IMAGE
+#                         qemu-img info says "corrupt: true"
+#   check_counts IMAGE    "corruptions N leaks M check-errors K" from
+#                         qemu-img check (of an image corrupt on purpose:
+#                         compare before and after)
+#   same_but_corrupt_bit BEFORE AFTER
+#                         AFTER is BEFORE byte for byte, except that the
+#                         corrupt bit (incompatible feature bit 1) is set
+#   log_lines_naming FILE TEXT
+#                         how many lines of FILE contain TEXT
 #   make_samples          makes $TESTDIR/NAME.qcow2 for each NAME in
 #                         ${samples[@]}: images of every kind qemu makes
 #                         (cluster sizes 512 B-2 MiB, v2, zero and
@@ -72,6 +82,41 @@ qio () {
   fi
   [ "$(grep -cE '^(wrote|read|discard) ' <<<"$out")" -eq "$n" ] \
     || { echo "$out" >&2; fail "qemu-io on $target: not every command completed"; }
+}
+
+is_marked_corrupt () {
+  qemu-img info -U --output=json "$1" | $PY -c '
+import json, sys
+sys.exit(0 if json.load(sys.stdin)["format-specific"]["data"].get("corrupt") else 1)'
+}
+
+check_counts () {
+  local out
+  out=$(qemu-img check -U --output=json -f qcow2 "$1" 2>/dev/null) || :
+  $PY -c '
+import json, sys
+d = json.loads(sys.argv[1])
+print("corruptions %d leaks %d check-errors %d"
+      % (d.get("corruptions", 0), d.get("leaks", 0), d.get("check-errors", 0)))' "$out"
+}
+
+same_but_corrupt_bit () {
+  $PY - "$1" "$2" <<'PY'
+import struct, sys
+a, b = (open(p, "rb").read() for p in sys.argv[1:3])
+if len(a) != len(b):
+    sys.exit("size changed: %d -> %d" % (len(a), len(b)))
+fa, fb = (struct.unpack(">Q", x[72:80])[0] for x in (a, b))
+if fb != fa | 2 or fa & 2:
+    sys.exit("incompatible features %#x -> %#x: not just the corrupt bit" % (fa, fb))
+if a[:72] != b[:72] or a[80:] != b[80:]:
+    diff = [i for i in range(len(a)) if a[i] != b[i] and not 72 <= i < 80]
+    sys.exit("%d bytes changed, the first at %#x" % (len(diff), diff[0]))
+PY
+}
+
+log_lines_naming () {
+  grep -c -F -- "$2" "$1" || :
 }
 
 make_samples () {

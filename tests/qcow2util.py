@@ -14,6 +14,18 @@
   qcow2util.py crypt IMAGE METHOD    set the header's crypt_method
   qcow2util.py header IMAGE          print header fields, one "name value"
                                      a line
+
+For tests that corrupt images on purpose (run as a module: "import
+qcow2util"), Image(PATH) reads and patches the metadata in place:
+  .cs, .l1_offset, .l1_size, .reftable_offset, .reftable_clusters
+  .l1()                 the L1 entries
+  .l2_offset(GUEST)     the L2 table mapping guest offset GUEST (or 0)
+  .l2_entry(GUEST), .set_l2_entry(GUEST, VALUE)
+  .reftable(), .set_reftable(I, VALUE)
+  .refcount(CLUSTER), .set_refcount(CLUSTER, VALUE)
+  .set_field(NAME, VALUE)   a header field by its name in HEADER
+  .read(OFF, LEN)
+and the L2 entry flags COPIED, COMPRESSED, ZERO and OFFSET_MASK.
 """
 import json
 import struct
@@ -125,6 +137,96 @@ def header(image):
         for k in list(res)[list(res).index("incompatible_features"):]:
             del res[k]
     return res
+
+
+COPIED = 1 << 63
+COMPRESSED = 1 << 62
+ZERO = 1
+OFFSET_MASK = 0x00fffffffffffe00          # L1 and L2 entries
+REFT_OFFSET_MASK = 0xfffffffffffffe00     # refcount table entries
+
+
+class Image:
+    """A qcow2 file's metadata, read and patched in place (no checks:
+    the point is to make broken images)."""
+
+    def __init__(self, path):
+        self.path = path
+        h = header(path)
+        self.h = h
+        self.cs = 1 << h["cluster_bits"]
+        self.l1_offset = h["l1_table_offset"]
+        self.l1_size = h["l1_size"]
+        self.reftable_offset = h["refcount_table_offset"]
+        self.reftable_clusters = h["refcount_table_clusters"]
+        self.refcount_bits = 1 << h.get("refcount_order", 4)
+
+    def read(self, off, length):
+        with open(self.path, "rb") as f:
+            f.seek(off)
+            return f.read(length)
+
+    def _u64(self, off):
+        return struct.unpack(">Q", self.read(off, 8))[0]
+
+    def _put_u64(self, off, value):
+        with open(self.path, "r+b") as f:
+            f.seek(off)
+            f.write(struct.pack(">Q", value))
+
+    def l1(self):
+        raw = self.read(self.l1_offset, self.l1_size * 8)
+        return list(struct.unpack(">%dQ" % self.l1_size, raw))
+
+    def l2_offset(self, guest):
+        return self.l1()[guest // (self.cs * (self.cs // 8))] & OFFSET_MASK
+
+    def _l2_slot(self, guest):
+        l2 = self.l2_offset(guest)
+        assert l2, "guest offset %#x has no L2 table" % guest
+        return l2 + (guest // self.cs % (self.cs // 8)) * 8
+
+    def l2_entry(self, guest):
+        return self._u64(self._l2_slot(guest))
+
+    def set_l2_entry(self, guest, value):
+        self._put_u64(self._l2_slot(guest), value)
+
+    def reftable(self):
+        n = self.reftable_clusters * self.cs // 8
+        return list(struct.unpack(">%dQ" % n, self.read(self.reftable_offset, n * 8)))
+
+    def set_reftable(self, i, value):
+        self._put_u64(self.reftable_offset + i * 8, value)
+
+    def _refcount_slot(self, cluster):
+        per_block = self.cs * 8 // self.refcount_bits
+        block = self.reftable()[cluster // per_block] & REFT_OFFSET_MASK
+        assert block, "cluster %d has no refcount block" % cluster
+        assert self.refcount_bits >= 8, "sub-byte refcounts not supported here"
+        width = self.refcount_bits // 8
+        return block + cluster % per_block * width, width
+
+    def refcount(self, cluster):
+        off, width = self._refcount_slot(cluster)
+        return int.from_bytes(self.read(off, width), "big")
+
+    def set_refcount(self, cluster, value):
+        off, width = self._refcount_slot(cluster)
+        with open(self.path, "r+b") as f:
+            f.seek(off)
+            f.write(value.to_bytes(width, "big"))
+
+    def set_field(self, name, value):
+        pos = 0
+        for n, fmt in HEADER:
+            if n == name:
+                with open(self.path, "r+b") as f:
+                    f.seek(pos)
+                    f.write(struct.pack(fmt, value))
+                return
+            pos += struct.calcsize(fmt)
+        raise KeyError(name)
 
 
 def main(argv):

@@ -26,23 +26,18 @@
  */
 #include <config.h>
 
-#include <errno.h>
-#include <fcntl.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <sys/mman.h>
 
 #include "common/bufpool.h"
 #include "common/error.h"
-#include "common/ioq.h"
-#include "common/log.h"
-#include "common/loop.h"
 #include "image/image.h"
 #include "fuzz.h"
+#include "qcow2-harness.h"
 
 #define MAX_INPUT (4u << 20)
 #define MAX_READ_BYTES (4u << 20)
@@ -51,48 +46,16 @@
 #define MAX_EXTENTS 256
 #define BACKING_PATH "/tmp/mirrord-fuzz-backing.raw"
 
-static struct loop *loop;
-static struct ioq *ioq;
 static uint8_t *buf;
 static unsigned opened;         /* read-only opens that succeeded */
 
-struct waiter {
-  bool finished;
-  int err;
-};
-
-static void
-on_done (struct image_io *io, int err)
-{
-  struct waiter *w = io->opaque;
-
-  w->finished = true;
-  w->err = err;
-  loop_stop (loop);
-}
-
-/* Submits one request and runs the loop until it completes. */
 static int
 run (struct image *img, enum image_cmd cmd, unsigned flags,
      uint64_t offset, uint64_t count, struct image_extents *ext)
 {
-  struct image_io io;
-  struct waiter w = { false, 0 };
-
-  memset (&io, 0, sizeof io);
-  io.cmd = cmd;
-  io.flags = flags;
-  io.offset = offset;
-  io.count = count;
-  io.buf = (cmd == IMAGE_READ || cmd == IMAGE_WRITE) ? buf : NULL;
-  io.extents = ext;
-  io.done = on_done;
-  io.opaque = &w;
-  image_submit (img, &io);
-  while (!w.finished)
-    if (loop_run (loop) == -1)
-      abort ();
-  return w.err;
+  return qcow2_harness_run (img, cmd, flags, offset, count,
+                            (cmd == IMAGE_READ || cmd == IMAGE_WRITE) ? buf : NULL,
+                            ext);
 }
 
 static void
@@ -157,30 +120,13 @@ write_some (struct image *img, const uint8_t *data, size_t size)
   run (img, IMAGE_FLUSH, 0, 0, 0, NULL);
 }
 
-static int
-memfd_with (const uint8_t *data, size_t size, char *path, size_t pathlen)
-{
-  int fd = memfd_create ("fuzz-qcow2", 0);
-
-  if (fd == -1)
-    abort ();
-  for (size_t done = 0; done < size; ) {
-    ssize_t n = write (fd, data + done, size - done);
-    if (n <= 0)
-      abort ();
-    done += (size_t) n;
-  }
-  snprintf (path, pathlen, "/proc/self/fd/%d", fd);
-  return fd;
-}
-
 static void
 one_open (const uint8_t *data, size_t size, bool readonly)
 {
   char path[64];
-  int fd = memfd_with (data, size, path, sizeof path);
+  int fd = qcow2_harness_memfd (data, size, path, sizeof path);
   struct image *img = image_open (path, IMAGE_FORMAT_QCOW2, readonly,
-                                  IMAGE_CACHE_WRITEBACK, ioq);
+                                  IMAGE_CACHE_WRITEBACK, qcow2_harness_ioq ());
 
 #ifdef FUZZ_REPLAY
   printf ("  %s open: %s\n", readonly ? "read-only" : "writable",
@@ -203,14 +149,10 @@ LLVMFuzzerInitialize (int *argc, char ***argv)
 {
   FILE *f;
 
-  log_init ("fuzz-qcow2", false, 0);
-  loop = loop_new ();
-  ioq = loop ? ioq_new (loop, 64, 2) : NULL;
+  qcow2_harness_init ("fuzz-qcow2");
   buf = aligned_alloc (BUFPOOL_ALIGN, 128u << 10 > READ_CHUNK ? 128u << 10 : READ_CHUNK);
-  if (ioq == NULL || buf == NULL) {
-    fprintf (stderr, "fuzz-qcow2: setup: %s\n", error_get ());
+  if (buf == NULL)
     abort ();
-  }
   /* The seeds' backing file. */
   f = fopen (BACKING_PATH, "wx");
   if (f) {
@@ -237,9 +179,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
 int
 fuzz_replay_finish (unsigned inputs)
 {
-  ioq_free (ioq);
-  loop_free (loop);
-  bufpool_drain ();
+  qcow2_harness_finish ();
   free (buf);
   printf ("replayed %u inputs, %u opened\n", inputs, opened);
   return 0;

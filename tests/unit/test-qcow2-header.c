@@ -90,6 +90,36 @@ expect_invalid (const char *what)
     fail_msg ("'%s' lacks '%s'", error_get (), what);
 }
 
+/* The bitmap directory's place, so that writes keep off it. */
+static void
+test_bitmap_directory (void **state)
+{
+  struct qcow2_header h;
+  uint8_t ext[24] = { 0 };
+  size_t pos = 112;
+
+  (void) state;
+  make (3);
+  assert_int_equal (parse (&h), 0);
+  assert_false (h.has_bitmaps_ext);
+  assert_int_equal (h.bitmap_dir_size, 0);
+  qcow2_put_be32 (ext, 1);                      /* nb_bitmaps */
+  qcow2_put_be64 (ext + 8, 1000);               /* bitmap_directory_size */
+  qcow2_put_be64 (ext + 16, 2 * CS);            /* bitmap_directory_offset */
+  add_ext (&pos, 0x23852875, ext, sizeof ext);
+  assert_int_equal (parse (&h), 0);
+  assert_true (h.has_bitmaps_ext);
+  assert_int_equal (h.bitmap_dir_size, 1000);
+  assert_int_equal (h.bitmap_dir_offset, 2 * CS);
+  /* Too short to say where: the extension is noted, nothing more. */
+  make (3);
+  pos = 112;
+  add_ext (&pos, 0x23852875, ext, 8);
+  assert_int_equal (parse (&h), 0);
+  assert_true (h.has_bitmaps_ext);
+  assert_int_equal (h.bitmap_dir_size, 0);
+}
+
 static void
 test_invalid (void **state)
 {
@@ -166,6 +196,7 @@ main (void)
 {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test (test_valid),
+    cmocka_unit_test (test_bitmap_directory),
     cmocka_unit_test (test_invalid),
     cmocka_unit_test (test_refusals),
   };
