@@ -1,7 +1,10 @@
 /* SPDX-License-Identifier: MIT */
-/* `mirror wait`, done client-side: poll `status EXPORT` every
- * WAIT_POLL_MS until the mirror reaches the --until state (ready or
- * completed), fails, or --timeout passes.  When stderr is a terminal a
+/* `mirror wait`, done client-side: poll `status EXPORT` until the
+ * mirror reaches the --until state (ready or completed), fails, or
+ * --timeout passes.  The interval starts at WAIT_POLL_FIRST_MS and
+ * doubles up to WAIT_POLL_MS: a mirror that is ready in milliseconds
+ * (a sparse or small disk) is seen in milliseconds, a long one costs
+ * the daemon five status requests a second.  When stderr is a terminal a
  * one-line progress bar is redrawn there with \r after every poll. */
 #include <config.h>
 
@@ -15,6 +18,7 @@
 #include "common/size.h"
 #include "ctl.h"
 
+#define WAIT_POLL_FIRST_MS 2
 #define WAIT_POLL_MS 200
 #define BAR_WIDTH 30
 
@@ -99,17 +103,19 @@ check_mirror (const char *export, json_object *m, const char *until, bool *done)
   return CTL_OK;
 }
 
-/* Sleeps one poll interval, or returns CTL_TIMEOUT at the deadline. */
+/* Sleeps *INTERVAL ms (then doubles it, up to WAIT_POLL_MS), or returns
+ * CTL_TIMEOUT at the deadline. */
 static int
-pause_or_timeout (int64_t deadline_ms)
+pause_or_timeout (int64_t deadline_ms, int64_t *interval)
 {
-  int64_t now = ctl_now_ms (), ms = WAIT_POLL_MS;
+  int64_t now = ctl_now_ms (), ms = *interval;
   struct timespec ts;
 
   if (deadline_ms && now >= deadline_ms)
     return CTL_TIMEOUT;
   if (deadline_ms && deadline_ms - now < ms)
     ms = deadline_ms - now;
+  *interval = *interval * 2 > WAIT_POLL_MS ? WAIT_POLL_MS : *interval * 2;
   ts = (struct timespec) { .tv_sec = ms / 1000, .tv_nsec = ms % 1000 * 1000000 };
   while (nanosleep (&ts, &ts) == -1 && errno == EINTR)
     ;
@@ -122,6 +128,7 @@ poll_loop (struct ctl *ctl, const struct ctl_args *a, int64_t deadline,
 {
   struct progress p = { .tty = isatty (STDERR_FILENO) };
   const char *export = a->pos[0];
+  int64_t interval = WAIT_POLL_FIRST_MS;
   json_object *m;
   bool done = false;
   int r;
@@ -137,7 +144,7 @@ poll_loop (struct ctl *ctl, const struct ctl_args *a, int64_t deadline,
       progress_draw (&p, m);
     r = check_mirror (export, m, a->until, &done);
     if (r == CTL_OK && !done)
-      r = pause_or_timeout (deadline);
+      r = pause_or_timeout (deadline, &interval);
   } while (r == CTL_OK && !done);
   progress_end (&p);
   return r;
