@@ -67,6 +67,10 @@ struct bitmap_store_opts {
   uint64_t size;                /* image size in bytes */
   uint32_t granularity;
   bool strict;                  /* refuse a bad file instead of all-dirty */
+  uint64_t extent;              /* a write needing new bits marks its
+                                   aligned extent of this many bytes (a
+                                   multiple of granularity); 0 or the
+                                   granularity: only its own granules */
 };
 
 /* Opens PATH, creating it if missing.  NULL with error_set() on I/O

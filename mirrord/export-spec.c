@@ -19,6 +19,7 @@ export_spec_init (struct export_spec *s)
   s->role = ROLE_PRIMARY;
   s->mode = MODE_SYNC;
   s->granularity = EXPORT_DEFAULT_GRANULARITY;
+  s->bitmap_extent = EXPORT_DEFAULT_BITMAP_EXTENT;
 }
 
 void
@@ -71,6 +72,7 @@ export_spec_equal (const struct export_spec *a, const struct export_spec *b)
     && a->granularity == b->granularity && a->bandwidth == b->bandwidth
     && a->readonly == b->readonly && a->cache == b->cache
     && a->bitmap_strict == b->bitmap_strict && a->no_bitmap == b->no_bitmap
+    && a->bitmap_extent == b->bitmap_extent
     && a->max_lag == b->max_lag && str_equal (a->fence_peer, b->fence_peer)
     && a->peer_timeout_ms == b->peer_timeout_ms
     && str_equal (a->peer_user, b->peer_user);
@@ -183,6 +185,9 @@ export_spec_set (struct export_spec *s, const char *key, const char *value)
     return size_parse (value, &s->max_lag) == -1 ? error_prefix ("max-lag") : 0;
   if (strcmp (key, "bitmap-strict") == 0)
     return parse_bool (key, value, &s->bitmap_strict);
+  if (strcmp (key, "bitmap-extent") == 0)
+    return size_parse (value, &s->bitmap_extent) == -1
+      ? error_prefix ("bitmap-extent") : 0;
   if (strcmp (key, "cache") == 0)
     return image_cache_parse (value, &s->cache) == -1 ? error_prefix ("cache") : 0;
   if (strcmp (key, "fence-peer") == 0) {
@@ -197,8 +202,8 @@ export_spec_set (struct export_spec *s, const char *key, const char *value)
   }
   return error_set (0, "unknown export key '%s' (expected path, format, role, "
                     "peer, mode, granularity, bandwidth, readonly, cache, bitmap, "
-                    "bitmap-strict, max-lag, fence-peer, peer-timeout or "
-                    "peer-user)", key);
+                    "bitmap-strict, bitmap-extent, max-lag, fence-peer, "
+                    "peer-timeout or peer-user)", key);
 }
 
 static bool
@@ -229,6 +234,11 @@ export_spec_validate (const struct export_spec *s)
     return error_set (0, "export %s: granularity %llu must be a power of two "
                       "between 4K and 64M", s->name,
                       (unsigned long long) s->granularity);
+  if (s->bitmap_extent > EXPORT_MAX_BITMAP_EXTENT
+      || (s->bitmap_extent & (s->bitmap_extent - 1)) != 0)
+    return error_set (0, "export %s: bitmap-extent %llu must be 0 or a power "
+                      "of two up to 1G", s->name,
+                      (unsigned long long) s->bitmap_extent);
   return 0;
 }
 

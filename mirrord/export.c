@@ -47,6 +47,7 @@ open_bitmap (const struct export_spec *spec, uint64_t size)
   struct bitmap_store_opts o = {
     .path = path, .image_path = spec->path, .size = size,
     .granularity = (uint32_t) spec->granularity, .strict = spec->bitmap_strict,
+    .extent = spec->bitmap_extent,
   };
 
   if ((size_t) snprintf (path, sizeof path, "%s/%s.bitmap", reg.state_dir,

@@ -42,6 +42,7 @@ struct export_spec {
   bool readonly;
   enum image_cache cache;       /* none (O_DIRECT) or writeback */
   bool bitmap_strict;           /* refuse a corrupt bitmap file */
+  uint64_t bitmap_extent;       /* bytes a new on-disk mark covers */
   bool no_bitmap;               /* bitmap=false: no dirty tracking */
   uint64_t max_lag;             /* async mirror: dirty bytes allowed
                                    before writes block (0: default) */
@@ -55,6 +56,10 @@ struct export_spec {
 #define EXPORT_DEFAULT_GRANULARITY (64u << 10)
 #define EXPORT_MIN_GRANULARITY (4u << 10)
 #define EXPORT_MAX_GRANULARITY (64u << 20)
+/* A write that needs new on-disk dirty bits marks its aligned extent of
+ * this size (bitmap/store.h); at or below the granularity: exact. */
+#define EXPORT_DEFAULT_BITMAP_EXTENT (64u << 20)
+#define EXPORT_MAX_BITMAP_EXTENT (1u << 30)
 
 void export_spec_init (struct export_spec *s);
 void export_spec_clear (struct export_spec *s);

@@ -19,7 +19,7 @@ G=4096
 PER_BLOCK=$((32704 * G))
 SIZE=$((512 << 20))
 truncate -s $SIZE "$TESTDIR/disk.img"
-EXPORT="vm1=$TESTDIR/disk.img,granularity=4K"
+EXPORT="vm1=$TESTDIR/disk.img,granularity=4K,bitmap-extent=0"   # exact marks
 BITMAP=$TESTDIR/a.state/vm1.bitmap
 
 # Writes into every block, one across the boundary of blocks 0 and 1.

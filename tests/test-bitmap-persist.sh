@@ -89,6 +89,16 @@ expect_status 1 ctl a bitmap clear nosuch 2>/dev/null
 stop_mirrord a
 start_mirrord a --export "$EXPORT"
 [ "$(dirty_bytes a)" -eq 0 ] || fail "cleared bitmap came back: $(dirty_bytes a)"
+# A new 64 MiB extent (the default bitmap-extent) costs one flush for
+# all of its granules: 32 writes, one request at a time, to 32 granules
+# of the first extent, backwards (not a stream), cost 1 flush, not 32.
+before=$(flushes a)
+cmds=()
+for i in $(seq 31 -1 0); do cmds+=(-c "write -P 7 $((i * 2 * G)) 4k"); done
+qemu-io -f raw "${cmds[@]}" "$(uri a vm1)" >/dev/null
+after=$(flushes a)
+[ "$after" -eq $((before + 1)) ] || fail "32 granules in one extent: flushes $before -> $after"
+[ "$(dirty_bytes a)" -eq $((32 * G)) ] || fail "live bitmap not exact: $(dirty_bytes a)"
 qemu-io -f raw -c 'write -P 7 64M 4k' "$(uri a vm1)" >/dev/null
 stop_mirrord a
 

@@ -52,12 +52,14 @@ teardown (void **state)
   return 0;
 }
 
+static uint64_t extent;         /* opts.extent of the next open_store() */
+
 static struct bitmap_store *
 open_store (uint64_t size, uint32_t gran, bool strict)
 {
   struct bitmap_store_opts o = {
     .path = path, .image_path = "/img", .size = size, .granularity = gran,
-    .strict = strict,
+    .strict = strict, .extent = extent,
   };
   return bitmap_store_open (&o, ioq);
 }
@@ -469,6 +471,36 @@ test_lazy_clear_keeps_inflight (void **state)
   assert_int_equal (bitmap_store_close (s), 0);
 }
 
+/* With extents of 16 granules, a write needing new bits marks its whole
+ * extent on disk (one flush), the live bitmap stays exact, the extent's
+ * other granules need no flush, and a clean close stores only the live
+ * bits. */
+static void
+test_extent (void **state)
+{
+  struct bitmap_store *s;
+
+  unlink (path);
+  extent = 16 * G;
+  s = open_store (SIZE, G, false);
+  extent = 0;
+  assert_non_null (s);
+  assert_int_equal (write_range (s, 5 * G, 1), 0);          /* new: a flush */
+  for (unsigned b = 0; b < 16; b++)
+    assert_true (file_bit (b));
+  assert_false (file_bit (16));
+  assert_int_equal (bitmap_store_flushes (s), 1);
+  assert_int_equal (write_range (s, 9 * G, 1), 1);          /* same extent */
+  assert_int_equal (write_range (s, 0, G), 1);
+  assert_int_equal (write_range (s, 20 * G, 1), 0);         /* the next one */
+  assert_true (file_bit (31));
+  assert_int_equal (bitmap_store_flushes (s), 2);
+  assert_int_equal (bitmap_store_dirty_bytes (s), 4 * G);   /* live: exact */
+  assert_int_equal (bitmap_store_close (s), 0);
+  assert_true (file_bit (5) && file_bit (9) && file_bit (0) && file_bit (20));
+  assert_false (file_bit (1) || file_bit (15) || file_bit (21));
+}
+
 /* A write ended clean (the mirror target has it too). */
 static void
 write_clean (struct bitmap_store *s, uint64_t off, uint64_t len)
@@ -582,6 +614,7 @@ main (void)
     cmocka_unit_test (test_lazy_clear_keeps_inflight),
     cmocka_unit_test (test_activity_set),
     cmocka_unit_test (test_mark_barrier),
+    cmocka_unit_test (test_extent),
   };
   return cmocka_run_group_tests (tests, setup, teardown);
 }
