@@ -949,11 +949,11 @@ mirror_start (struct export *e, const struct mirror_opts *o)
   struct mirror *m;
 
   if (e->bitmap == NULL) {
-    error_set (EINVAL, "export %s has no dirty bitmap (bitmap=false)", e->spec.name);
+    error_code (EINVAL, "export %s has no dirty bitmap (bitmap=false)", e->spec.name);
     return NULL;
   }
   if (dirty_bitmap_is_frozen (bitmap_store_live (e->bitmap))) {
-    error_set (EBUSY, "export %s: the bitmap is in use", e->spec.name);
+    error_code (EBUSY, "export %s: the bitmap is in use", e->spec.name);
     return NULL;
   }
   m = calloc (1, sizeof *m);
@@ -1669,9 +1669,9 @@ mirror_cutover (struct mirror *m, unsigned timeout_ms, mirror_cutover_fn done,
                 void *opaque)
 {
   if (m->state != MIRROR_READY && m->state != MIRROR_SYNCING)
-    return error_set (EINVAL, "mirror is %s, not ready", mirror_state_name (m->state));
+    return error_code (EINVAL, "mirror is %s, not ready", mirror_state_name (m->state));
   if (!m->up)
-    return error_set (ENOTCONN, "mirror target is not connected");
+    return error_code (ENOTCONN, "mirror target is not connected");
   if (timeout_ms > 0) {
     m->cutover_timer = loop_add_timer (m->loop, timeout_ms, 0, cutover_expired, m);
     if (m->cutover_timer == NULL)
