@@ -80,7 +80,7 @@ out=$("$MIRRORD" -f -c "$TESTDIR/bad.conf" 2>&1) || st=$?
 [ $st -eq 2 ] || fail "bad.conf: exit $st: $out"
 f=$TESTDIR/bad.conf
 want="mirrord: $f:2: unknown key 'bogus' in [mirrord]
-mirrord: $f:5: unknown export key 'colour' (expected path, format, role, peer, mode, granularity, bandwidth, readonly, cache, bitmap, bitmap-strict, max-lag, fence-peer, peer-timeout or peer-user)
+mirrord: $f:5: unknown export key 'colour' (expected path, format, role, peer, mode, granularity, bandwidth, readonly, cache, bitmap, bitmap-strict, bitmap-extent, max-lag, fence-peer, peer-timeout or peer-user)
 mirrord: $f:6: syntax error (expected [section], key = value, or a ; or # comment)
 mirrord: $f:7: format: unknown format 'qcow3' (expected raw, qcow2 or auto)
 mirrord: $f:8: export 'vm1' is defined twice
