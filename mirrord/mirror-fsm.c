@@ -101,3 +101,14 @@ mirror_fsm_terminal (enum mirror_fsm_state s)
 {
   return s == MF_COMPLETED || s == MF_FAILED || s == MF_CANCELLED;
 }
+
+/* The names users see (SPEC §4), in enum mirror_state's order. */
+const char *
+mirror_state_name (enum mirror_state s)
+{
+  static const char *const public_names[] = {
+    "syncing", "ready", "cutover", "completed", "failed", "cancelled",
+    "disconnected",
+  };
+  return public_names[s];
+}

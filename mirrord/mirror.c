@@ -27,16 +27,6 @@
  * partition does not hang sync-mode guests for TCP's minutes. */
 #define DEFAULT_TARGET_TIMEOUT_MS 30000
 
-const char *
-mirror_state_name (enum mirror_state s)
-{
-  static const char *const names[] = {
-    "syncing", "ready", "cutover", "completed", "failed", "cancelled",
-    "disconnected",
-  };
-  return names[s];
-}
-
 enum mirror_state
 mirror_state (const struct mirror *m)
 {
