@@ -184,6 +184,13 @@ __attribute__ ((format (printf, 2, 3)))
 void mirror_set_error (struct mirror *m, const char *fmt, ...);
 /* The job ends in failure (m->error says why; WHY for the log). */
 void mirror_fail (struct mirror *m, int err, const char *why);
+/* An admin waits for the start and has not been answered (nor is an
+ * answer on its way). */
+static inline bool
+mirror_start_unanswered (const struct mirror *m)
+{
+  return m->started != NULL && m->started_wait.fn == NULL;
+}
 /* Tells whoever waits for the start (once; ERR 0: it is up), from the
  * loop, once the job file is on disk. */
 void mirror_report_started (struct mirror *m, int err);

@@ -32,8 +32,7 @@ retry_now (void *opaque)
     m->link.retry = loop_add_timer (m->loop, 50, 0, retry_now, m);
     return;
   }
-  target_free (m->tgt);
-  m->tgt = NULL;
+  mirror_link_close (m);
   mirror_link_connect (m);
 }
 
@@ -106,7 +105,7 @@ target_down (struct mirror *m)
 
   m->up = false;
   mirror_set_error (m, "%s", target_error (m->tgt));
-  if (m->started) {
+  if (mirror_start_unanswered (m)) {
     /* Never reached, and an admin waits: fail rather than retry. */
     mirror_fail (m, ENOTCONN, "target unreachable");
     return;
@@ -144,7 +143,7 @@ mirror_link_connect (struct mirror *m)
     return;
   }
   mirror_set_error (m, "%s", error_get ());
-  if (m->started) {
+  if (mirror_start_unanswered (m)) {
     mirror_fail (m, EINVAL, "target unusable");
     return;
   }

@@ -265,6 +265,37 @@ mirror_cancel (struct mirror *m, bool keep_job)
   mirror_copy_pump (m);
 }
 
+struct durable_wait {
+  struct mirror_job_wait w;     /* first: the job hands it back */
+  mirror_durable_fn done;
+  void *opaque;
+};
+
+static void
+durable_now (struct mirror_job_wait *w)
+{
+  struct durable_wait *d = (struct durable_wait *) w;
+  mirror_durable_fn done = d->done;
+  void *opaque = d->opaque;
+
+  free (d);
+  done (opaque);
+}
+
+int
+mirror_when_durable (struct mirror *m, mirror_durable_fn done, void *opaque)
+{
+  struct durable_wait *d = malloc (sizeof *d);
+
+  if (d == NULL)
+    return error_set (ENOMEM, "allocating");
+  d->w.fn = durable_now;
+  d->done = done;
+  d->opaque = opaque;
+  mirror_job_when_durable (m, &d->w);
+  return 0;
+}
+
 bool
 mirror_idle (const struct mirror *m)
 {
