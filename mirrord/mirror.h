@@ -27,6 +27,9 @@ struct export_io;
  * States (SPEC §4): syncing -> ready (what remains fits the cut-over
  * budget) -> cutover -> completed; failed, cancelled; disconnected
  * (target lost: writes are tracked, reconnect with backoff, resume).
+ * They are an explicit state machine: mirror-fsm.h has the table, and
+ * mirror-int.h the map of the mirror-*.c files and who owns a mirror
+ * (its export).
  *
  * Write blocking.  In sync mode, and in async mode when the dirty data
  * outgrows the lag bound (the link cannot keep up), a guest write is
