@@ -397,10 +397,19 @@ cmd_verify (json_object *req, struct client *c)
   return PENDING;
 }
 
+static void
+cancel_durable (void *opaque)
+{
+  struct waiter *w = opaque;
+
+  waiter_done (w, status_export_json (w->e));
+}
+
 static json_object *
 cmd_mirror_cancel (json_object *req, struct client *c)
 {
   struct export *e = get_export (req);
+  struct waiter *w;
 
   if (e == NULL)
     return NULL;
@@ -409,7 +418,17 @@ cmd_mirror_cancel (json_object *req, struct client *c)
     return NULL;
   }
   mirror_cancel (e->mirror, false);
-  return status_export_json (e);
+  /* Answered once the job file is gone: a crash after the answer must
+   * not resume the job. */
+  w = waiter_new (c, e);
+  if (w == NULL)
+    return status_export_json (e);
+  if (mirror_when_durable (e->mirror, cancel_durable, w) == -1) {
+    export_unref (e);
+    free (w);
+    return status_export_json (e);
+  }
+  return PENDING;
 }
 
 static void
