@@ -20,7 +20,7 @@ export_spec_init (struct export_spec *s)
   s->role = ROLE_PRIMARY;
   s->mode = MODE_SYNC;
   s->granularity = EXPORT_DEFAULT_GRANULARITY;
-  s->bitmap_extent = EXPORT_DEFAULT_BITMAP_EXTENT;
+  s->bitmap_extent = EXPORT_BITMAP_EXTENT_AUTO;
 }
 
 void
@@ -288,7 +288,7 @@ static const struct export_key keys[] = {
     "marking the whole disk dirty (default false)", set_bitmap_strict },
   { "bitmap-extent", "SIZE", "a write that needs new dirty bits on disk "
     "marks its aligned extent of this size: one metadata flush per extent "
-    "(default 64M; 0: exact)", set_bitmap_extent },
+    "(default 64M, but 0 with a peer; 0: exact)", set_bitmap_extent },
   { "max-lag", "SIZE", "dirty bytes an async mirror may lag before guest "
     "writes are held (default 256M)", set_max_lag },
   { "fence-peer", "COMMAND", "HA: a hook run before promoting without the "
@@ -358,8 +358,9 @@ export_spec_validate (const struct export_spec *s)
     return error_set (0, "export %s: granularity %llu must be a power of two "
                       "between 4K and 64M", s->name,
                       (unsigned long long) s->granularity);
-  if (s->bitmap_extent > EXPORT_MAX_BITMAP_EXTENT
-      || (s->bitmap_extent & (s->bitmap_extent - 1)) != 0)
+  if (s->bitmap_extent != EXPORT_BITMAP_EXTENT_AUTO
+      && (s->bitmap_extent > EXPORT_MAX_BITMAP_EXTENT
+          || (s->bitmap_extent & (s->bitmap_extent - 1)) != 0))
     return error_set (0, "export %s: bitmap-extent %llu must be 0 or a power "
                       "of two up to 1G", s->name,
                       (unsigned long long) s->bitmap_extent);

@@ -47,7 +47,8 @@ open_bitmap (const struct export_spec *spec, uint64_t size)
   struct bitmap_store_opts o = {
     .path = path, .image_path = spec->path, .size = size,
     .granularity = (uint32_t) spec->granularity, .strict = spec->bitmap_strict,
-    .extent = spec->bitmap_extent,
+    .extent = spec->bitmap_extent != EXPORT_BITMAP_EXTENT_AUTO ? spec->bitmap_extent
+      : spec->peer ? 0 : EXPORT_DEFAULT_BITMAP_EXTENT,
   };
 
   if ((size_t) snprintf (path, sizeof path, "%s/%s.bitmap", reg.state_dir,

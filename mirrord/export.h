@@ -57,8 +57,11 @@ struct export_spec {
 #define EXPORT_MIN_GRANULARITY (4u << 10)
 #define EXPORT_MAX_GRANULARITY (64u << 20)
 /* A write that needs new on-disk dirty bits marks its aligned extent of
- * this size (bitmap/store.h); at or below the granularity: exact. */
+ * this size (bitmap/store.h); at or below the granularity: exact.  Not
+ * given: the default for an export without a peer, exact for an HA
+ * pair, whose resync after a crash copies what the file marks. */
 #define EXPORT_DEFAULT_BITMAP_EXTENT (64u << 20)
+#define EXPORT_BITMAP_EXTENT_AUTO UINT64_MAX
 #define EXPORT_MAX_BITMAP_EXTENT (1u << 30)
 
 void export_spec_init (struct export_spec *s);
