@@ -18,6 +18,26 @@
 #                          VERIFIER read (its gen or a newer one), and no
 #                          block is torn or foreign; prints the figures
 #
+# Live migration (docs/migration.md, ctl/mirrord-migrate):
+#   start_guest_qmp NAME BLOCKDEV KERNEL-ARGS
+#                          like start_guest, with a QMP monitor on
+#                          $TESTDIR/NAME.qmp and the disk given as a
+#                          whole -blockdev (its node must be d0)
+#   dest_guest_cmd NAME BLOCKDEV KERNEL-ARGS
+#                          $DEST_CMD: the shell command that starts the migration's
+#                          destination QEMU (-incoming defer -S, the same
+#                          machine) for mirrord-migrate --dst-exec; it
+#                          writes its pid to $TESTDIR/NAME.pid; stopped at
+#                          exit.  adopt_guest NAME makes kill_guest know it
+#   migrated_console SRC DST
+#                          the guest's serial output across the migration:
+#                          the source's console, then the destination's
+#   check_migrated SRC DST VERIFIER
+#                          one boot, its write counter unbroken from SRC's
+#                          console into DST's and going on there
+#                          (check-running.awk), and every write acknowledged
+#                          on either side on the disk VERIFIER read
+#
 # The guest's job is on its kernel command line (tests/guest/init):
 # mirrord.mode=write|writeloop|verify mirrord.seed= mirrord.count= ...
 # Set MIRRORD_SKIP_E2E=1 to skip these tests (run-tests.sh does for the
@@ -37,19 +57,52 @@ guest_requires () {
     || { echo "$0: test skipped: no test guest (see above)"; exit 77; }
 }
 
-start_guest () {
-  local name=$1 sock=$2 export=$3 args=$4 opts=${5:-}
+# _guest_argv NAME KERNEL-ARGS BLOCKDEV: the guest's QEMU command line
+# in _argv.  A migration's two QEMUs must describe the same machine:
+# both are made here.  -nodefaults: no VGA, NIC or floppy to probe, so
+# it boots faster.  $GUEST_RAM: MiB (default 256).
+_guest_argv () {
+  _argv=("$QEMU_SYSTEM" -accel tcg -nodefaults -no-user-config -display none
+    -no-reboot -m "${GUEST_RAM:-256}" -serial "file:$TESTDIR/$1.console"
+    -kernel "$GUEST_DIR/vmlinuz" -initrd "$GUEST_DIR/initrd.img"
+    -append "console=ttyS0 quiet panic=-1 $2"
+    -blockdev "$3" -device virtio-blk-pci,drive=d0)
+}
+
+_start_guest_argv () {
+  local name=$1; shift
   : > "$TESTDIR/$name.console"
-  # -nodefaults: no VGA, NIC or floppy to probe, so it boots faster.
-  "$QEMU_SYSTEM" -accel tcg -nodefaults -no-user-config -display none \
-    -no-reboot -m 256 -serial "file:$TESTDIR/$name.console" \
-    -kernel "$GUEST_DIR/vmlinuz" -initrd "$GUEST_DIR/initrd.img" \
-    -append "console=ttyS0 quiet panic=-1 $args" \
-    -blockdev "driver=nbd,node-name=d0,server.type=unix,server.path=$sock,export=$export$opts" \
-    -device virtio-blk-pci,drive=d0 \
-    </dev/null >"$TESTDIR/$name.qemu.log" 2>&1 &
+  "$@" </dev/null >"$TESTDIR/$name.qemu.log" 2>&1 &
   _guest_pid[$name]=$!
   cleanup_fn "kill_guest $name"
+}
+
+start_guest () {
+  local name=$1 sock=$2 export=$3 args=$4 opts=${5:-}
+  _guest_argv "$name" "$args" \
+    "driver=nbd,node-name=d0,server.type=unix,server.path=$sock,export=$export$opts"
+  _start_guest_argv "$name" "${_argv[@]}"
+}
+
+start_guest_qmp () {
+  _guest_argv "$1" "$3" "$2"
+  _start_guest_argv "$1" "${_argv[@]}" -qmp "unix:$TESTDIR/$1.qmp,server=on,wait=off"
+}
+
+dest_guest_cmd () {
+  local name=$1 q
+  _guest_argv "$name" "$3" "$2"
+  : > "$TESTDIR/$name.console"
+  rm -f "$TESTDIR/$name.pid"
+  cleanup_fn "adopt_guest $name; kill_guest $name"
+  printf -v DEST_CMD 'echo $$ > %q; exec' "$TESTDIR/$name.pid"
+  printf -v q ' %q' "${_argv[@]}" -qmp "unix:$TESTDIR/$name.qmp,server=on,wait=off" \
+    -incoming defer -S
+  printf -v DEST_CMD '%s%s </dev/null >%q 2>&1' "$DEST_CMD" "$q" "$TESTDIR/$name.qemu.log"
+}
+
+adopt_guest () {
+  [ -s "$TESTDIR/$1.pid" ] && _guest_pid[$1]=$(cat "$TESTDIR/$1.pid") || :
 }
 
 # A last line without its newline was cut short (the guest was killed
@@ -89,4 +142,22 @@ kill_guest () {
 check_acked () {
   awk -f "$top_srcdir/tests/guest/check-acked.awk" \
     <(guest_lines "$1" ACK) <(guest_lines "$2" BLOCK)
+}
+
+# As guest_lines, the destination's console appended to the source's
+# (a line cut in two by the switch is whole again).
+migrated_console () {
+  local f=$TESTDIR/$1+$2.console
+  cat "$TESTDIR/$1.console" "$TESTDIR/$2.console" > "$f"
+  if [ -n "$(tail -c 1 "$f")" ]; then sed '$d' "$f"; else cat "$f"; fi | tr -d '\r'
+}
+
+check_migrated () {
+  local before
+  before=$(( $(guest_lines "$1" ACK | wc -l) + $(guest_lines "$1" IOERR | wc -l) ))
+  migrated_console "$1" "$2" | grep -E '^E2E (READY|ACK|IOERR)\b' \
+    | awk -v boundary="$before" -f "$top_srcdir/tests/guest/check-running.awk" \
+    || return 1
+  awk -f "$top_srcdir/tests/guest/check-acked.awk" \
+    <(migrated_console "$1" "$2" | grep '^E2E ACK\b') <(guest_lines "$3" BLOCK)
 }
