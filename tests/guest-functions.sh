@@ -29,6 +29,16 @@
 #                          machine) for mirrord-migrate --dst-exec; it
 #                          writes its pid to $TESTDIR/NAME.pid; stopped at
 #                          exit.  adopt_guest NAME makes kill_guest know it
+#   migrate_guest SRC DST JSON MIRRORD-MIGRATE-ARGS...
+#                          live-migrate SRC (start_guest_qmp) to DST (the
+#                          last dest_guest_cmd) with ctl/mirrord-migrate,
+#                          over a unix socket; its figures (--json) in
+#                          JSON, its progress in $TESTDIR/SRC.migrate
+#   verify_migrated SRC DST BLOCKDEV JOB
+#                          after migrate_guest: the source QEMU quits, the
+#                          guest writes 20 more blocks on DST, DST is
+#                          killed, a verifier (JOB: the writer's seed and
+#                          count) boots on BLOCKDEV; check_migrated
 #   migrated_console SRC DST
 #                          the guest's serial output across the migration:
 #                          the source's console, then the destination's
@@ -142,6 +152,32 @@ kill_guest () {
 check_acked () {
   awk -f "$top_srcdir/tests/guest/check-acked.awk" \
     <(guest_lines "$1" ACK) <(guest_lines "$2" BLOCK)
+}
+
+migrate_guest () {
+  local src=$1 dst=$2 out=$3; shift 3
+  if ! "$top_srcdir/ctl/mirrord-migrate" --src-qmp "$TESTDIR/$src.qmp" \
+       --dst-qmp "$TESTDIR/$dst.qmp" --uri "unix:$TESTDIR/$src.mig" \
+       --dst-exec "$DEST_CMD" --json "$@" > "$out" 2> "$TESTDIR/$src.migrate"; then
+    grep -v 'starting QEMU' "$TESTDIR/$src.migrate" >&2
+    return 1
+  fi
+  adopt_guest "$dst"
+}
+
+verify_migrated () {
+  local src=$1 dst=$2 n
+  poll 60 _guest_gone "$src" || fail "the source QEMU did not quit"
+  wait "${_guest_pid[$src]}" 2>/dev/null || :
+  _guest_pid[$src]=
+  n=$(guest_acks "$dst")
+  poll 300 _guest_acked_at_least "$dst" $((n + 20)) \
+    || fail "the guest did not go on writing on $dst: $(tail -3 "$TESTDIR/$dst.console")"
+  kill_guest "$dst"
+  _guest_argv "$dst-v" "mirrord.mode=verify $4" "$3"
+  _start_guest_argv "$dst-v" "${_argv[@]}"
+  wait_guest "$dst-v" 300
+  check_migrated "$src" "$dst" "$dst-v"
 }
 
 # As guest_lines, the destination's console appended to the source's
