@@ -94,7 +94,7 @@ import json, statistics, sys
 rs = [json.loads(l) for l in open(sys.argv[1])]
 def row(label, key, fmt, scale=1):
     v = [r[key] / scale for r in rs]
-    print("  %-26s %s (%s-%s)" % (label, fmt % statistics.median(v), fmt % min(v), fmt % max(v)))
+    print("  %-30s %s (%s-%s)" % (label, fmt % statistics.median(v), fmt % min(v), fmt % max(v)))
 print("medians over %d rounds (min-max):" % len(rs))
 row("total time, s", "total_s", "%.3f")
 row("migrate -> cont, s", "migrate_s", "%.3f")
@@ -103,5 +103,5 @@ row("paused for the mirror, ms", "storage_switch_ms", "%.1f")
 row("RAM transferred, MiB", "ram_bytes", "%.1f", 1048576)
 row("disk copied (mirror), MiB", "disk_bytes", "%.1f", 1048576)
 row("acknowledged writes", "acked", "%d")
-print("  lost acknowledged writes   %d in all rounds" % sum(r["lost"] for r in rs))
+print("  lost acknowledged writes       %d in all rounds" % sum(r["lost"] for r in rs))
 PY
