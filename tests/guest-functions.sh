@@ -39,6 +39,9 @@
 #                          guest writes 20 more blocks on DST, DST is
 #                          killed, a verifier (JOB: the writer's seed and
 #                          count) boots on BLOCKDEV; check_migrated
+#   guest_qmp NAME COMMAND [JSON-ARGS]
+#                          one QMP command to guest NAME (a start_guest_qmp
+#                          or dest_guest_cmd one); prints its return as JSON
 #   migrated_console SRC DST
 #                          the guest's serial output across the migration:
 #                          the source's console, then the destination's
@@ -178,6 +181,20 @@ verify_migrated () {
   _start_guest_argv "$dst-v" "${_argv[@]}"
   wait_guest "$dst-v" 300
   check_migrated "$src" "$dst" "$dst-v"
+}
+
+# mirrord-migrate's QMP client, loaded from the script.
+guest_qmp () {
+  local args='{}'
+  [ -z "${3:-}" ] || args=$3
+  $PY - "$top_srcdir/ctl/mirrord-migrate" "$TESTDIR/$1.qmp" "$2" "$args" <<'PY'
+import importlib.machinery, importlib.util, json, sys
+sys.dont_write_bytecode = True
+loader = importlib.machinery.SourceFileLoader("mirrord_migrate", sys.argv[1])
+mod = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
+loader.exec_module(mod)
+print(json.dumps(mod.QMP(sys.argv[2], 10).cmd(sys.argv[3], **json.loads(sys.argv[4]))))
+PY
 }
 
 # As guest_lines, the destination's console appended to the source's

@@ -10,7 +10,9 @@
 # destination), every acknowledged write is on the destination's disk,
 # and the figures are there.  Before that, the mirrord flow is asked
 # for while this build's mirrorctl has no migrate commands: it must
-# refuse at once, saying so, and leave the guest alone.
+# refuse at once, saying so, and leave the guest alone; and a migration
+# whose destination QEMU dies in the RAM phase is cancelled, the guest
+# going on on the source with no mirror job or target node left.
 source "${top_srcdir:-$(dirname "$0")/..}/tests/functions.sh"
 source "${top_srcdir:-$(dirname "$0")/..}/tests/guest-functions.sh"
 guest_requires
@@ -36,6 +38,29 @@ if ! "$MIRRORCTL" --help | grep -q 'migrate handover'; then
   grep -q -- "--storage qemu" "$TESTDIR/refused.out" || fail "no hint at --storage qemu"
   echo "refused as it should: $(tail -1 "$TESTDIR/refused.out")"
 fi
+
+# A migration that fails in its RAM phase (the destination QEMU killed):
+# cancelled, the guest goes on on the source, nothing of the mirror left.
+dest_guest_cmd x1 "driver=file,node-name=d0,filename=$TESTDIR/x.img" "mirrord.mode=writeloop $JOB"
+truncate -s $SIZE "$TESTDIR/x.img"
+migrate_guest w1 x1 "$TESTDIR/x1.json" --storage qemu --dst-nbd "$TESTDIR/x.nbd" \
+  --max-bandwidth 2097152 --timeout 240 2>/dev/null &
+mpid=$!
+in_ram_phase () { grep -q 'migration active' "$TESTDIR/w1.migrate"; }
+poll 120 in_ram_phase || fail "the RAM phase did not start: $(cat "$TESTDIR/w1.migrate")"
+adopt_guest x1
+kill_guest x1
+st=0; wait $mpid || st=$?
+[ $st = 1 ] || fail "a migration whose destination died: exit $st"
+grep -q 'migrate_cancel' "$TESTDIR/w1.migrate" || fail "not cancelled: $(cat "$TESTDIR/w1.migrate")"
+grep 'FAILED' "$TESTDIR/w1.migrate"
+[ "$(guest_qmp w1 query-status | $PY -c 'import json,sys; print(json.load(sys.stdin)["status"])')" = running ] \
+  || fail "the source guest is not running after the cancel"
+[ "$(guest_qmp w1 query-block-jobs)" = "[]" ] || fail "a block job is left: $(guest_qmp w1 query-block-jobs)"
+guest_qmp w1 query-named-block-nodes | grep -q mig-target && fail "the mirror's target node is left"
+n=$(guest_acks w1)
+poll 120 _guest_acked_at_least w1 $((n + 5)) || fail "the guest stopped writing after the cancel"
+echo "cancelled: the guest goes on writing on the source"
 
 dest_guest_cmd w2 "driver=file,node-name=d0,filename=$TESTDIR/d.img" "mirrord.mode=writeloop $JOB"
 migrate_guest w1 w2 "$TESTDIR/figures.json" --storage qemu --dst-nbd "$TESTDIR/d.nbd" \
