@@ -29,11 +29,11 @@
 set -eo pipefail   # tests/functions.sh is not written for -u
 srcdir=$(cd "$(dirname "$0")/.." && pwd)
 export top_srcdir=$srcdir top_builddir=${top_builddir:-$srcdir/build}
-# shellcheck source=../tests/functions.sh
+# shellcheck source=SCRIPTDIR/../tests/functions.sh
 source "$srcdir/tests/functions.sh"
-# shellcheck source=../tests/guest-functions.sh
+# shellcheck source=SCRIPTDIR/../tests/guest-functions.sh
 source "$srcdir/tests/guest-functions.sh"
-# shellcheck source=../tests/ha-functions.sh
+# shellcheck source=SCRIPTDIR/../tests/ha-functions.sh
 source "$srcdir/tests/ha-functions.sh"
 ROUNDS=${1:-5}
 export GUEST_RAM=${MIG_RAM:-256}
@@ -101,14 +101,14 @@ setup_mirrord () {
 round () {
   local r=$1 src=s$1 dst=d$1
   "setup_$STORAGE" "$r"
-  start_guest_qmp $src "$BLOCKDEV" "mirrord.mode=writeloop $JOB"
-  poll 300 _guest_acked_at_least $src 20 || fail "the guest wrote nothing: $(tail -3 "$TESTDIR/$src.console")"
-  dest_guest_cmd $dst "$DSTDEV" "mirrord.mode=writeloop $JOB"
-  migrate_guest $src $dst "$TESTDIR/r$r.json" "${MIGARGS[@]}" \
+  start_guest_qmp "$src" "$BLOCKDEV" "mirrord.mode=writeloop $JOB"
+  poll 300 _guest_acked_at_least "$src" 20 || fail "the guest wrote nothing: $(tail -3 "$TESTDIR/$src.console")"
+  dest_guest_cmd "$dst" "$DSTDEV" "mirrord.mode=writeloop $JOB"
+  migrate_guest "$src" "$dst" "$TESTDIR/r$r.json" "${MIGARGS[@]}" \
     --max-bandwidth "${MIG_BANDWIDTH:-1073741824}" \
     ${MIG_DOWNTIME:+--downtime-limit "$MIG_DOWNTIME"} --timeout 300 \
     || fail "round $r: the migration failed"
-  verify_migrated $src $dst "$VERIFYDEV" "$JOB" > "$TESTDIR/r$r.check" \
+  verify_migrated "$src" "$dst" "$VERIFYDEV" "$JOB" > "$TESTDIR/r$r.check" \
     || { cat "$TESTDIR/r$r.check"; fail "round $r: the check failed"; }
   if [ "$STORAGE" = mirrord ]; then stop_mirrord a; stop_mirrord b; fi
   $PY - "$TESTDIR/r$r.json" "$TESTDIR/r$r.check" "$r" >> "$RESULTS" <<'PY'
