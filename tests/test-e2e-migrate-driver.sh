@@ -8,7 +8,8 @@
 # handover" while the source is paused at pre-switchover — and the
 # daemon's figures are reported.  A hand-over that fails cancels the
 # migration: the guest goes on on the source, and both windows are
-# aborted.  The disks are not really handed over here (the stand-in
+# aborted.  --phase prepare runs only the daemons' first two steps.
+# The disks are not really handed over here (the stand-in
 # does nothing), so only the guest's run is checked, not its data.
 source "${top_srcdir:-$(dirname "$0")/..}/tests/functions.sh"
 source "${top_srcdir:-$(dirname "$0")/..}/tests/guest-functions.sh"
@@ -31,6 +32,15 @@ chmod +x "$TESTDIR/mirrorctl"
 export STUB_LOG=$TESTDIR/stub.log STUB_FAIL=$TESTDIR/fail
 DAEMONS=(--storage mirrord --export vm1 --src-control "$TESTDIR/src.ctl"
          --dst-control "$TESTDIR/dst.ctl" --mirrorctl "$TESTDIR/mirrorctl" --timeout 240)
+
+# --phase prepare: only the two steps before the destination QEMU starts
+# (no QEMU is asked anything: these monitors do not exist).
+"$top_srcdir/ctl/mirrord-migrate" --src-qmp "$TESTDIR/none.qmp" --dst-qmp "$TESTDIR/none2.qmp" \
+  --uri "unix:$TESTDIR/none.mig" "${DAEMONS[@]}" --phase prepare 2>/dev/null \
+  || fail "--phase prepare failed"
+[ "$(grep -c migrate "$STUB_LOG")" = 2 ] && grep -q 'src.ctl migrate start vm1' "$STUB_LOG" \
+  && grep -q 'dst.ctl migrate incoming vm1' "$STUB_LOG" || fail "--phase prepare: $(cat "$STUB_LOG")"
+: > "$STUB_LOG"
 
 start_migration_source w1 "$JOB"
 truncate -s 64M "$TESTDIR/x.img" "$TESTDIR/d.img"

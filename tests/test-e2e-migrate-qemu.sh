@@ -11,8 +11,9 @@
 # and the figures are there.  Before that, the mirrord flow is asked
 # for while this build's mirrorctl has no migrate commands: it must
 # refuse at once, saying so, and leave the guest alone; and a migration
-# whose destination QEMU dies in the RAM phase is cancelled, the guest
-# going on on the source with no mirror job or target node left.
+# whose destination QEMU dies in the RAM phase, or whose orchestrator
+# gets SIGTERM then, is cancelled, the guest going on on the source
+# with no mirror job or target node left.
 source "${top_srcdir:-$(dirname "$0")/..}/tests/functions.sh"
 source "${top_srcdir:-$(dirname "$0")/..}/tests/guest-functions.sh"
 guest_requires
@@ -54,6 +55,28 @@ guest_qmp w1 query-named-block-nodes | grep -q mig-target && fail "the mirror's 
 n=$(guest_acks w1)
 poll 120 _guest_acked_at_least w1 $((n + 5)) || fail "the guest stopped writing after the cancel"
 echo "cancelled: the guest goes on writing on the source"
+
+# The orchestrator is told to stop (SIGTERM) in the RAM phase: the same.
+truncate -s 64M "$TESTDIR/y.img"
+dest_guest_cmd y1 "driver=file,node-name=d0,filename=$TESTDIR/y.img" "mirrord.mode=writeloop $JOB"
+"$top_srcdir/ctl/mirrord-migrate" --src-qmp "$TESTDIR/w1.qmp" --dst-qmp "$TESTDIR/y1.qmp" \
+  --uri "unix:$TESTDIR/y.mig" --dst-exec "$DEST_CMD" --storage qemu --dst-nbd "$TESTDIR/y.nbd" \
+  --max-bandwidth 2097152 --timeout 240 2> "$TESTDIR/w1.migrate" &
+mpid=$!
+poll 120 in_ram_phase || fail "the RAM phase did not start: $(cat "$TESTDIR/w1.migrate")"
+kill -TERM $mpid
+st=0; wait $mpid || st=$?
+[ $st = 1 ] || fail "mirrord-migrate stopped by SIGTERM: exit $st"
+grep 'FAILED' "$TESTDIR/w1.migrate"
+grep -q 'migrate_cancel; the source guest is running' "$TESTDIR/w1.migrate" \
+  || fail "not cancelled: $(cat "$TESTDIR/w1.migrate")"
+grep -q 'destination: quit' "$TESTDIR/w1.migrate" || fail "the destination QEMU was not quit"
+adopt_guest y1
+poll 30 _guest_gone y1 || fail "the destination QEMU is still there"
+[ "$(guest_qmp w1 query-block-jobs)" = "[]" ] || fail "a block job is left: $(guest_qmp w1 query-block-jobs)"
+n=$(guest_acks w1)
+poll 120 _guest_acked_at_least w1 $((n + 5)) || fail "the guest stopped writing after the cancel"
+echo "stopped by SIGTERM: cancelled, the guest goes on writing on the source"
 
 truncate -s 64M "$TESTDIR/d.img"
 dest_guest_cmd w2 "driver=file,node-name=d0,filename=$TESTDIR/d.img" "mirrord.mode=writeloop $JOB"
