@@ -66,14 +66,16 @@ poll 30 _guest_gone x1 || fail "the destination QEMU of the failed migration is 
 # The hand-over succeeds.
 rm "$STUB_FAIL"; : > "$STUB_LOG"
 dest_guest_cmd w2 "driver=file,node-name=d0,filename=$TESTDIR/d.img" "mirrord.mode=writeloop $JOB"
-migrate_guest w1 w2 "$TESTDIR/figures.json" "${DAEMONS[@]}" || fail "the migration failed"
+# Over TCP on loopback this time (the later --uri wins).
+migrate_guest w1 w2 "$TESTDIR/figures.json" "${DAEMONS[@]}" --uri "tcp:127.0.0.1:$(free_port)" \
+  || fail "the migration failed"
 grep -v 'starting QEMU' "$TESTDIR/w1.migrate"
 # The order of the steps, from the progress log.
 steps=$(sed -n 's/^\[ *[0-9.]*\] //p' "$TESTDIR/w1.migrate" | awk '
   /source: mirrorctl .*migrate start vm1/      { print "start" }
   /destination: mirrorctl .*migrate incoming/  { print "incoming" }
   /destination: starting QEMU/                 { print "qemu" }
-  /source: migrate unix:/                      { print "migrate" }
+  /source: migrate tcp:127.0.0.1:/             { print "migrate" }
   /^pre-switchover:/                           { print "pre-switchover" }
   /source: mirrorctl .*migrate handover vm1/   { print "handover" }
   /migrate-continue$/                          { print "continue" }

@@ -80,7 +80,8 @@ echo "stopped by SIGTERM: cancelled, the guest goes on writing on the source"
 
 truncate -s 64M "$TESTDIR/d.img"
 dest_guest_cmd w2 "driver=file,node-name=d0,filename=$TESTDIR/d.img" "mirrord.mode=writeloop $JOB"
-migrate_guest w1 w2 "$TESTDIR/figures.json" --storage qemu --dst-nbd "$TESTDIR/d.nbd" \
+# The destination's NBD server on loopback TCP this time.
+migrate_guest w1 w2 "$TESTDIR/figures.json" --storage qemu --dst-nbd "127.0.0.1:$(free_port)" \
   --max-bandwidth 1073741824 --timeout 240 || fail "the migration failed"
 grep -v 'starting QEMU' "$TESTDIR/w1.migrate"
 $PY - "$TESTDIR/figures.json" $((64 << 20)) <<'PY' || fail "figures: $(cat "$TESTDIR/figures.json")"
