@@ -3,14 +3,14 @@
 # The man pages (man/*.pod): each formats without a warning from man,
 # each documents what its program's --help lists (every mirrord option,
 # [mirrord] key and export key; every mirrorctl command and option;
-# every OCF agent parameter and action), `mirrord -h` is --help, the
-# keys --help lists are the ones the parser takes, and make install
-# puts the pages where man finds them.
+# every mirrord-migrate option; every OCF agent parameter and action),
+# `mirrord -h` is --help, the keys --help lists are the ones the parser
+# takes, and make install puts the pages where man finds them.
 source "${top_srcdir:-$(dirname "$0")/..}/tests/functions.sh"
 requires man --version
 
 pod=$top_srcdir/man
-pages=(mirrord.8 mirrorctl.8 mirrord.conf.5 ocf_mirrord_mirrord.7)
+pages=(mirrord.8 mirrorctl.8 mirrord.conf.5 ocf_mirrord_mirrord.7 mirrord-migrate.8)
 for p in "${pages[@]}"; do
   f=$top_builddir/man/$p
   [ -f "$f" ] || fail "$f not built"
@@ -67,6 +67,12 @@ for o in $(sort -u <<<"$copts"); do
 done
 "$MIRRORCTL" mirror --help | grep -q "mirror cutover" || fail "mirrorctl mirror --help"
 
+# mirrord-migrate: every option of its --help.
+mhelp=$("$top_srcdir/ctl/mirrord-migrate" --help) || fail "mirrord-migrate --help failed"
+mopts=$(grep -oE -- '--[a-z][a-z-]+' <<<"$mhelp" | sort -u)
+[ "$(wc -l <<<"$mopts")" -ge 18 ] || fail "too few mirrord-migrate options: $mopts"
+for o in $mopts; do item mirrord-migrate.pod "B<$o>"; done
+
 # The OCF agent: every parameter and action of its meta-data.
 meta=$(OCF_ROOT=/nonexistent "$top_builddir/ocf/mirrord" meta-data) || fail "meta-data"
 for p in $(grep -o '<parameter name="[a-z_]*"' <<<"$meta" | cut -d'"' -f2); do
@@ -81,7 +87,7 @@ make -s -C "$top_builddir" install DESTDIR="$TESTDIR/root" >"$TESTDIR/install.lo
   || { cat "$TESTDIR/install.log"; fail "make install failed"; }
 mandir=$(find "$TESTDIR/root" -type d -name man -path '*/share/man' | head -1)
 [ -n "$mandir" ] || fail "no man pages installed"
-for p in mirrord mirrorctl mirrord.conf ocf_mirrord_mirrord; do
+for p in mirrord mirrorctl mirrord.conf ocf_mirrord_mirrord mirrord-migrate; do
   MANPATH=$mandir man -w "$p" >/dev/null 2>&1 || fail "man $p: not found after make install"
 done
 MANPATH=$mandir LC_ALL=C.UTF-8 man mirrord 2>/dev/null | grep -q -- "--nbd-listen" \

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: MIT
 # awk -f check-acked.awk ACKS BLOCKS
-# ACKS: a writer guest's "E2E ACK blk=B gen=G" lines; BLOCKS: a verifier
+# ACKS: a writer guest's "E2E ACK blk=B gen=G ..." lines (for a migrated
+# guest, those of both consoles: migrated_console); BLOCKS: a verifier
 # guest's "E2E BLOCK blk=B gen=G|zero|bad..." lines (tests/guest/init).
 # The newest acknowledged generation of each block must read back as
 # that generation or a newer one (a write in flight when the writer
