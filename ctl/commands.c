@@ -219,6 +219,55 @@ run_bitmap_clear (struct ctl *ctl, const struct ctl_args *a)
   return ctl_done (ctl, result, "cleared the dirty bitmap of %s", a->pos[0]);
 }
 
+/* migrate incoming|start|handover|abort: the daemon enforces --timeout
+ * (start and handover answer when their step is over); the client
+ * allows the cut-over's grace period on top. */
+static int
+run_migrate (struct ctl *ctl, const struct ctl_args *a, const char *command,
+             const char *done)
+{
+  json_object *req = ctl_request (command, "export", a->pos[0]);
+  json_object *result;
+  int64_t deadline = 0;
+  int r;
+
+  if (a->have_timeout) {
+    add_seconds (req, "timeout", a->timeout);
+    deadline = ctl_now_ms () + (int64_t) (a->timeout * 1000) + CUTOVER_GRACE_MS;
+  }
+  r = ctl_call (ctl, req, deadline, &result);
+  if (r == CTL_FAILED && ctl->daemon_errno == ETIMEDOUT)
+    return CTL_TIMEOUT;
+  if (r != CTL_OK)
+    return r;
+  return ctl_done (ctl, result, "%s: %s", a->pos[0], done);
+}
+
+static int
+run_migrate_incoming (struct ctl *ctl, const struct ctl_args *a)
+{
+  return run_migrate (ctl, a, "migrate-incoming",
+                      "migration window open (writes refused until the hand-over)");
+}
+
+static int
+run_migrate_start (struct ctl *ctl, const struct ctl_args *a)
+{
+  return run_migrate (ctl, a, "migrate-start", "ready to hand over");
+}
+
+static int
+run_migrate_handover (struct ctl *ctl, const struct ctl_args *a)
+{
+  return run_migrate (ctl, a, "migrate-handover", "handed over to the peer");
+}
+
+static int
+run_migrate_abort (struct ctl *ctl, const struct ctl_args *a)
+{
+  return run_simple (ctl, "migrate-abort", a->pos[0], "migration aborted");
+}
+
 static const struct command commands[] = {
   { "status", NULL, 0, 1, 0, run_status, "status [EXPORT]" },
   { "export", "add", 2, 2, ARG_FORMAT | ARG_READONLY, run_export_add,
@@ -236,6 +285,13 @@ static const struct command commands[] = {
   { "verify", NULL, 1, 1, 0, run_verify, "verify EXPORT" },
   { "bitmap", "clear", 1, 1, ARG_RANGE, run_bitmap_clear,
     "bitmap clear EXPORT [--offset BYTES] [--length BYTES]" },
+  { "migrate", "incoming", 1, 1, ARG_TIMEOUT, run_migrate_incoming,
+    "migrate incoming EXPORT [--timeout SECONDS]" },
+  { "migrate", "start", 1, 1, ARG_TIMEOUT, run_migrate_start,
+    "migrate start EXPORT [--timeout SECONDS]" },
+  { "migrate", "handover", 1, 1, ARG_TIMEOUT, run_migrate_handover,
+    "migrate handover EXPORT [--timeout SECONDS]" },
+  { "migrate", "abort", 1, 1, 0, run_migrate_abort, "migrate abort EXPORT" },
 };
 
 #define NR_COMMANDS (sizeof commands / sizeof commands[0])

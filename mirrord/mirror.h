@@ -68,6 +68,10 @@ struct mirror *mirror_start (struct export *e, const struct mirror_opts *o);
 void mirror_cancel (struct mirror *m, bool keep_job);
 /* No copy or target command in flight: safe to free. */
 bool mirror_idle (const struct mirror *m);
+/* Switches between sync and async forwarding (a live migration's window
+ * runs sync): writes from now on follow the new mode; async forwards in
+ * flight complete as they are. */
+void mirror_set_async (struct mirror *m, bool async);
 void mirror_free (struct mirror *m);
 
 enum mirror_state mirror_state (const struct mirror *m);
