@@ -26,7 +26,7 @@ case $mode in
   *) echo "usage: $0 [failover|migrate]" >&2; exit 2 ;;
 esac
 
-tests/setup.sh deps
+tests/setup.sh deps demo                # only what the demo runs
 tests/setup.sh build build --enable-werror CFLAGS="-O2 -g"
 MIRRORD=$srcdir/build/mirrord/mirrord
 PATH=$srcdir/build/ctl:$PATH           # mirrorctl
@@ -51,12 +51,23 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 cd "$work"                              # short paths in what is shown
 
-bold () { printf '\033[1m%s\033[0m\n' "$*"; }
+# Bold on a terminal; plain text into a file or a pipe.
+if [ -t 1 ]; then
+  bold () { printf '\033[1m%s\033[0m\n' "$*"; }
+else
+  bold () { printf '%s\n' "$*"; }
+fi
 step () { printf '\n'; bold "== $*"; }
 show () { printf '$ %s\n' "$*"; "$@"; }
 now_ms () { echo $(( $(date +%s%N) / 1000000 )); }
 secs () { awk -v ms="$1" 'BEGIN { printf "%.1f s", ms / 1000 }'; }
-mib () { awk -v b="$1" 'BEGIN { printf "%.1f MiB", b / 1048576 }'; }
+# A size as mirrorctl prints it (B, then KiB, MiB, GiB with one decimal),
+# so the demo's figures and mirrorctl's read alike.
+mib () {
+  awk -v b="$1" 'BEGIN { split("KiB MiB GiB TiB", u, " "); i = 0
+    while (b >= 1024 && i < 4) { b /= 1024; i++ }
+    if (i == 0) printf "%d B", b; else printf "%.1f %s", b, u[i] }'
+}
 die () { echo "demo: $*" >&2; exit 1; }
 
 # poll TIMEOUT CMD...: retry CMD until it succeeds, or give up.
@@ -127,8 +138,24 @@ kill_guest () { kill9 "$1"; }
 check_acked () {
   awk -f "$srcdir/tests/guest/check-acked.awk" <(lines "$1" ACK) <(lines "$2" BLOCK)
 }
+# explain_counts WRITER VERIFIER: the verifier counts blocks that hold
+# data, the writer the writes it saw acknowledged; they differ when a
+# write was in flight at the kill (on disk, its ACK line never printed)
+# or a block was written more than once.
+explain_counts () {
+  local written blocks
+  written=$(lines "$2" VERIFY | sed -n 's/.*written=\([0-9]*\).*/\1/p' | tail -1)
+  blocks=$(lines "$1" ACK | awk '{ print $3 }' | sort -u | wc -l)
+  echo "(written=$written: blocks of the set holding the guest's data; $blocks blocks had a write acknowledged."
+  if [ "${written:-0}" -gt "$blocks" ]; then
+    echo " The $((written - blocks)) more were in flight when the guest was killed: on disk, never acknowledged.)"
+  else
+    echo " Every one of them reads back at least as new as acknowledged.)"
+  fi
+}
 
 SIZE=256M
+SIZE_TEXT=$(mib $((256 << 20)))
 SEED="mirrord.seed=$$"                   # the guests' block set (tests/guest/init)
 JOB="$SEED mirrord.count=256"
 
@@ -143,7 +170,7 @@ failover () {
   # Some data already on a's disk (16 MiB at 128 MiB, past the guests'
   # blocks), so the first sync has something to copy besides holes.
   head -c 16M /dev/urandom | dd of=a.img bs=1M seek=128 conv=notrunc status=none
-  echo "a.img: $SIZE sparse, 16 MiB of data at 128 MiB; b.img: $SIZE empty"
+  echo "a.img: $SIZE_TEXT sparse, 16.0 MiB of data at 128.0 MiB; b.img: $SIZE_TEXT empty"
   local n other role
   for n in a b; do
     [ $n = a ] && other=b role=primary || { other=a; role=secondary; }
@@ -210,6 +237,7 @@ CONF
   wait_guest v1
   lines v1 VERIFY
   check_acked w1 v1 || die "acknowledged writes were lost"
+  explain_counts w1 v1
   echo "verified in $(secs $(( $(now_ms) - t0 ))) (boot included): every acknowledged byte is on b"
   local t_service=$(( $(now_ms) - t_kill ))
 
@@ -229,10 +257,13 @@ CONF
   poll 180 a_resynced || die "a did not resync: $(ctl a status vm1)"
   local t_resync=$(( $(now_ms) - t0 )) moved sent
   grep -h "newer generation" "$work/a.log" | tail -1
+  echo "(a generation is a random id a side starts when it is promoted: b's promotion"
+  echo " started a new one, and b's bitmap counts from a's last one, so a knows that b"
+  echo " holds newer data and takes only the granules dirty on either side since)"
   moved=$(field b 'e["mirror"]["total_bytes"]')
   sent=$(field a 'e["bytes_written"]')       # a's counters start at its restart
   show mirrorctl -s a.ctl status vm1
-  echo "resync: $(mib "$moved") of $SIZE in $(secs $t_resync): the granules dirty on a or b since they diverged;"
+  echo "resync: $(mib "$moved") of $SIZE_TEXT in $(secs $t_resync): the granules dirty on a or b since they diverged;"
   echo "  $(mib "$sent") of it data (the rest of those granules reads as zeroes: no data sent for it)"
   show mirrorctl -s b.ctl verify vm1
 
@@ -244,19 +275,19 @@ CONF
 
   step "Figures"
   printf '  %-34s %s\n' \
-    "initial sync ($SIZE, sparse)" "$(secs $t_sync), $(mib "$sync_data") of data sent" \
+    "initial sync ($SIZE_TEXT, sparse)" "$(secs $t_sync), $(mib "$sync_data") of data sent" \
     "guest writes acknowledged on a" "$acked ($(mib $((acked * 4096))))" \
     "acknowledged writes lost" "0" \
     "kill -9 -> b promoted" "$(secs $t_prom)" \
     "kill -9 -> verified on b" "$(secs $t_service) (guest boot included)" \
-    "failback resync" "$(mib "$moved") of $SIZE in $(secs $t_resync), $(mib "$sent") of data"
+    "failback resync" "$(mib "$moved") of $SIZE_TEXT in $(secs $t_resync), $(mib "$sent") of data"
 }
 
 migrate () {
   step "1. mirrord serves vm1; a qemu-nbd on an empty disk is the migration target"
   truncate -s $SIZE "$work/src.img" "$work/dst.img"
   head -c 16M /dev/urandom | dd of=src.img bs=1M seek=128 conv=notrunc status=none
-  echo "src.img: $SIZE sparse, 16 MiB of data at 128 MiB; dst.img: $SIZE empty"
+  echo "src.img: $SIZE_TEXT sparse, 16.0 MiB of data at 128.0 MiB; dst.img: $SIZE_TEXT empty"
   cat > "$work/src.conf" <<CONF
 [mirrord]
 nbd-socket = $work/src.nbd
@@ -299,8 +330,10 @@ CONF
     || { cat cutover.json; die "the cut-over failed"; }
   local downtime
   downtime=$(python3 -c 'import json,sys; print("%.2f ms" % json.load(sys.stdin)["downtime_ms"])' < cutover.json)
+  # The members of the document the command printed, as it spells them.
   python3 -c 'import json,sys; d=json.load(sys.stdin)
-print("mirror %s, downtime_ms %.2f, source writable %s" % (d["mirror"]["state"], d["downtime_ms"], d["writable"]))' < cutover.json
+print("{\"mirror\": {\"state\": %s}, \"downtime_ms\": %.2f, \"writable\": %s, ...}" % (json.dumps(d["mirror"]["state"]), d["downtime_ms"], json.dumps(d["writable"])))' < cutover.json
+  echo "guest writes were held for $downtime; the source export is read-only from now on"
   ioerr () { [ -n "$(lines w1 IOERR)" ]; }
   poll 60 ioerr || die "the source still took writes after the cut-over"
   echo "the source now refuses the guest's writes (an orchestrator would have paused the VM):"
@@ -314,17 +347,18 @@ print("mirror %s, downtime_ms %.2f, source writable %s" % (d["mirror"]["state"],
   wait_guest v1
   lines v1 VERIFY
   check_acked w1 v1 || die "acknowledged writes missing on the target"
+  explain_counts w1 v1
   show cmp src.img dst.img
   echo "identical"
   sigterm src
 
   step "Figures"
   printf '  %-34s %s\n' \
-    "pre-sync to ready ($SIZE, sparse)" "$(secs $t_ready), $(mib "$copied") copied" \
+    "pre-sync to ready ($SIZE_TEXT, sparse)" "$(secs $t_ready), $(mib "$copied") copied" \
     "cut-over downtime (writes held)" "$downtime" \
     "guest writes acknowledged" "$acked ($(mib $((acked * 4096))))" \
     "acknowledged writes lost" "0" \
-    "target allocation" "$(du -h "$work/dst.img" | cut -f1) of $SIZE (it stayed sparse)"
+    "target allocation" "$(mib $(( $(stat -c %b "$work/dst.img") * 512 ))) of $SIZE_TEXT (it stayed sparse)"
 }
 
 $mode

@@ -31,6 +31,19 @@ error_set (int errnum, const char *fmt, ...)
 }
 
 int
+error_code (int errnum, const char *fmt, ...)
+{
+  va_list ap;
+
+  va_start (ap, fmt);
+  vsnprintf (msg, sizeof msg, fmt, ap);
+  va_end (ap);
+  msg_errno = errnum;
+  errno = errnum > 0 ? errnum : EINVAL;
+  return -1;
+}
+
+int
 error_prefix (const char *fmt, ...)
 {
   char prefix[ERROR_MAX], old[ERROR_MAX];

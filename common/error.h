@@ -17,6 +17,13 @@
 __attribute__ ((format (printf, 2, 3)))
 int error_set (int errnum, const char *fmt, ...);
 
+/* Like error_set(), but ERRNUM is only a code for the caller (the
+ * control API's "errno", say) and its strerror() text is not appended:
+ * for refusals whose reason the message already says ("export vm9 not
+ * found", not "...: No such file or directory"). */
+__attribute__ ((format (printf, 2, 3)))
+int error_code (int errnum, const char *fmt, ...);
+
 /* Prefix the current message with more context ("export vm1: ...").
  * Keeps errno. */
 __attribute__ ((format (printf, 1, 2)))

@@ -21,6 +21,7 @@ struct command {
   unsigned allowed;           /* ARG_* bits */
   run_fn run;
   const char *usage;
+  const char *help;           /* what it does, for --help */
 };
 
 static void
@@ -207,6 +208,7 @@ run_bitmap_clear (struct ctl *ctl, const struct ctl_args *a)
 {
   json_object *req = ctl_request ("bitmap-clear", "export", a->pos[0]);
   json_object *result;
+  char dirty[32], off[32], len[32];
   int r;
 
   if (req && a->have_offset)
@@ -216,7 +218,17 @@ run_bitmap_clear (struct ctl *ctl, const struct ctl_args *a)
   r = ctl_call (ctl, req, 0, &result);
   if (r != CTL_OK)
     return r;
-  return ctl_done (ctl, result, "cleared the dirty bitmap of %s", a->pos[0]);
+  size_format (field_u64 (result, "dirty_bytes"), dirty, sizeof dirty);
+  if (!a->have_offset && (!a->have_length || a->length == 0))
+    return ctl_done (ctl, result, "cleared the dirty bitmap of %s (%s dirty now)",
+                     a->pos[0], dirty);
+  size_format (a->have_offset ? a->offset : 0, off, sizeof off);
+  if (a->have_length && a->length)
+    size_format (a->length, len, sizeof len);
+  else
+    snprintf (len, sizeof len, "the rest");
+  return ctl_done (ctl, result, "cleared the dirty bitmap of %s for %s at offset "
+                   "%s (%s dirty now)", a->pos[0], len, off, dirty);
 }
 
 /* migrate incoming|start|handover|abort: the daemon enforces --timeout
@@ -269,29 +281,77 @@ run_migrate_abort (struct ctl *ctl, const struct ctl_args *a)
 }
 
 static const struct command commands[] = {
-  { "status", NULL, 0, 1, 0, run_status, "status [EXPORT]" },
+  { "status", NULL, 0, 1, 0, run_status, "status [EXPORT]",
+    "Shows every export (or EXPORT): role, disk state, dirty bytes, mirror\n"
+    "and peer." },
   { "export", "add", 2, 2, ARG_FORMAT | ARG_READONLY, run_export_add,
-    "export add NAME PATH [--format raw|qcow2|auto] [--readonly]" },
-  { "export", "remove", 1, 1, 0, run_export_remove, "export remove NAME" },
+    "export add NAME PATH [--format raw|qcow2|auto] [--readonly]",
+    "Serves the image at PATH as export NAME until it is removed or the\n"
+    "daemon stops (not written to the configuration file)." },
+  { "export", "remove", 1, 1, 0, run_export_remove, "export remove NAME",
+    "Stops serving NAME: its clients are disconnected once their requests\n"
+    "are done; its dirty bitmap is kept in the state directory." },
   { "mirror", "start", 2, 2, ARG_MODE | ARG_BANDWIDTH, run_mirror_start,
-    "mirror start EXPORT URI [--mode sync|async] [--bandwidth BYTES_PER_S]" },
+    "mirror start EXPORT URI [--mode sync|async] [--bandwidth BYTES_PER_S]",
+    "Copies EXPORT to the NBD server at URI (nbd://HOST:PORT/NAME,\n"
+    "nbds:// for TLS, nbd+unix:///NAME?socket=PATH), then keeps it in sync." },
   { "mirror", "wait", 1, 1, ARG_UNTIL | ARG_TIMEOUT, wait_run,
-    "mirror wait EXPORT [--until ready|completed] [--timeout SECONDS]" },
+    "mirror wait EXPORT [--until ready|completed] [--timeout SECONDS]",
+    "Waits until the mirror of EXPORT is ready (in sync) or completed (cut\n"
+    "over), with a progress bar on a terminal; exit 4 if --timeout passes." },
   { "mirror", "cutover", 1, 1, ARG_TIMEOUT, run_mirror_cutover,
-    "mirror cutover EXPORT [--timeout SECONDS]" },
-  { "mirror", "cancel", 1, 1, 0, run_mirror_cancel, "mirror cancel EXPORT" },
-  { "promote", NULL, 1, 1, ARG_FORCE, run_promote, "promote EXPORT [--force]" },
-  { "demote", NULL, 1, 1, ARG_FORCE, run_demote, "demote EXPORT [--force]" },
-  { "verify", NULL, 1, 1, 0, run_verify, "verify EXPORT" },
+    "mirror cutover EXPORT [--timeout SECONDS]",
+    "Holds guest writes, drains the mirror and flushes the target; from\n"
+    "then on EXPORT refuses writes.  Exit 4 (nothing changed) if --timeout\n"
+    "passes first." },
+  { "mirror", "cancel", 1, 1, 0, run_mirror_cancel, "mirror cancel EXPORT",
+    "Stops the mirror of EXPORT; the target keeps what it got." },
+  { "promote", NULL, 1, 1, ARG_FORCE, run_promote, "promote EXPORT [--force]",
+    "Makes this side of the HA pair primary (writable).  Refused when the\n"
+    "disk is inconsistent or in split-brain, or the peer is a connected\n"
+    "primary, unless --force." },
+  { "demote", NULL, 1, 1, ARG_FORCE, run_demote, "demote EXPORT [--force]",
+    "Makes this side secondary; it then resyncs from the peer.  Refused\n"
+    "while NBD clients are connected, unless --force." },
+  { "verify", NULL, 1, 1, 0, run_verify, "verify EXPORT",
+    "Reads EXPORT and its peer side by side and reports the blocks that\n"
+    "differ." },
   { "bitmap", "clear", 1, 1, ARG_RANGE, run_bitmap_clear,
-    "bitmap clear EXPORT [--offset BYTES] [--length BYTES]" },
+    "bitmap clear EXPORT [--offset BYTES] [--length BYTES]",
+    "Forgets the dirty regions of EXPORT (all, or the range given), e.g.\n"
+    "after a backup copied them." },
   { "migrate", "incoming", 1, 1, ARG_TIMEOUT, run_migrate_incoming,
-    "migrate incoming EXPORT [--timeout SECONDS]" },
+    "migrate incoming EXPORT [--timeout SECONDS]",
+    "On the destination of a live migration (the pair's secondary): opens\n"
+    "the window.  Clients see EXPORT writable; their writes are refused\n"
+    "until the hand-over.  Closes by itself after --timeout (600 s), when\n"
+    "its clients all leave, or when the source goes away." },
   { "migrate", "start", 1, 1, ARG_TIMEOUT, run_migrate_start,
-    "migrate start EXPORT [--timeout SECONDS]" },
+    "migrate start EXPORT [--timeout SECONDS]",
+    "On the source (the primary): waits until the peer holds everything and\n"
+    "its window is open (an async pair runs sync meanwhile)." },
   { "migrate", "handover", 1, 1, ARG_TIMEOUT, run_migrate_handover,
-    "migrate handover EXPORT [--timeout SECONDS]" },
-  { "migrate", "abort", 1, 1, 0, run_migrate_abort, "migrate abort EXPORT" },
+    "migrate handover EXPORT [--timeout SECONDS]",
+    "On the source, with its QEMU paused (pre-switchover): drains and\n"
+    "flushes to the peer, becomes secondary, and the peer primary (10 s)." },
+  { "migrate", "abort", 1, 1, 0, run_migrate_abort, "migrate abort EXPORT",
+    "Closes the migration window on either side without a hand-over." },
+};
+
+/* The help of each command-specific option. */
+static const struct {
+  unsigned bit;
+  const char *text;
+} option_help[] = {
+  { ARG_FORMAT, "  --format FMT       raw, qcow2 or auto (default: probed)" },
+  { ARG_READONLY, "  --readonly         refuse client writes" },
+  { ARG_MODE, "  --mode MODE        sync (writes wait for the target) or async" },
+  { ARG_BANDWIDTH, "  --bandwidth SIZE   copy at most SIZE bytes per second" },
+  { ARG_UNTIL, "  --until STATE      ready (default) or completed" },
+  { ARG_TIMEOUT, "  --timeout SECONDS  give up after that long (exit 4)" },
+  { ARG_FORCE, "  --force            skip the safety checks (logged)" },
+  { ARG_RANGE, "  --offset SIZE      start of the range (default 0)\n"
+               "  --length SIZE      its length (default: to the end)" },
 };
 
 #define NR_COMMANDS (sizeof commands / sizeof commands[0])
@@ -301,6 +361,39 @@ commands_usage (FILE *fp)
 {
   for (size_t i = 0; i < NR_COMMANDS; i++)
     fprintf (fp, "  %s\n", commands[i].usage);
+}
+
+static int
+command_help (const struct command *c)
+{
+  printf ("Usage: mirrorctl [-s CONTROL_SOCKET] [--json] %s\n%s\nOptions:\n",
+          c->usage, c->help);
+  for (size_t i = 0; i < sizeof option_help / sizeof option_help[0]; i++)
+    if (c->allowed & option_help[i].bit)
+      printf ("%s\n", option_help[i].text);
+  printf ("  --json             print the result (or the error) as JSON\n"
+          "  -s, --socket PATH  the daemon's control socket\n"
+          "  -h, --help         print this help\n");
+  return CTL_OK;
+}
+
+/* "mirrorctl mirror --help": the subcommands of WORD. */
+static bool
+group_help (int argc, char **argv)
+{
+  bool any = false;
+
+  if (argc < 2 || (strcmp (argv[1], "--help") != 0 && strcmp (argv[1], "-h") != 0))
+    return false;
+  for (size_t i = 0; i < NR_COMMANDS; i++)
+    if (commands[i].sub && strcmp (commands[i].word, argv[0]) == 0) {
+      printf ("%s  %s\n", any ? "" : "Usage: mirrorctl [-s CONTROL_SOCKET] "
+              "[--json] COMMAND\nCommands:\n", commands[i].usage);
+      any = true;
+    }
+  if (any)
+    printf ("'mirrorctl %s SUBCOMMAND --help' describes one.\n", argv[0]);
+  return any;
 }
 
 /* Finds the command named by ARGV; *SUB_USED says whether it took a
@@ -335,6 +428,8 @@ commands_run (struct ctl *ctl, int argc, char **argv)
   struct ctl_args a;
   bool sub_used;
 
+  if (group_help (argc, argv))
+    return CTL_OK;
   if ((c = lookup (argc, argv, &sub_used)) == NULL)
     return CTL_USAGE;
   ctl->usage = c->usage;
@@ -342,9 +437,7 @@ commands_run (struct ctl *ctl, int argc, char **argv)
   argv += sub_used;
   if (args_parse (ctl, argc, argv, c->allowed, c->min_pos, c->max_pos, &a) == -1)
     return CTL_USAGE;
-  if (a.help) {
-    printf ("Usage: mirrorctl [-s CONTROL_SOCKET] [--json] %s\n", c->usage);
-    return CTL_OK;
-  }
+  if (a.help)
+    return command_help (c);
   return c->run (ctl, &a);
 }

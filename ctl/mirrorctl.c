@@ -28,6 +28,7 @@ usage (FILE *fp)
            "  --json             print the result as one JSON document\n"
            "  -h, --help         print this help\n"
            "  -V, --version      print the version\n"
+           "'mirrorctl COMMAND --help' describes a command.\n"
            "Sizes take suffixes (64K, 100M, 1G).  Exit status: 0 ok, 1 the daemon\n"
            "refused or failed, 2 usage, 3 daemon not reachable, 4 --timeout expired.\n");
 }
@@ -75,10 +76,36 @@ default_socket (void)
   return env && *env ? env : CTL_DEFAULT_SOCKET;
 }
 
-/* Reports the failure of a command, once. */
+/* With --json a failure is a document too, so a program reads one
+ * place: {"error": {"code": EXIT, "errno": N, "message": TEXT}}, where
+ * code is the exit status and errno the daemon's (0 for none). */
+static void
+report_json (const struct ctl *ctl, int code)
+{
+  json_object *err = json_object_new_object ();
+  json_object *doc = json_object_new_object ();
+
+  if (err == NULL || doc == NULL) {
+    json_object_put (err);
+    json_object_put (doc);
+    return;
+  }
+  json_object_object_add (err, "code", json_object_new_int (code));
+  json_object_object_add (err, "errno", json_object_new_int (ctl->daemon_errno));
+  json_object_object_add (err, "message", json_object_new_string (error_get ()));
+  json_object_object_add (doc, "error", err);
+  ctl_print_json (doc);
+  fflush (stdout);
+  json_object_put (doc);
+}
+
+/* Reports the failure of a command, once (on stderr, and with --json
+ * also as a document on stdout). */
 static void
 report (const struct ctl *ctl, int code)
 {
+  if (ctl->json)
+    report_json (ctl, code);
   fprintf (stderr, "mirrorctl: %s\n", error_get ());
   if (code != CTL_USAGE)
     return;

@@ -745,23 +745,23 @@ int
 ha_promote (struct ha *ha, bool force, ha_reply_fn done, void *opaque)
 {
   if (ha->self.role == HA_PRIMARY)
-    return error_set (EINVAL, "export %s is already primary", ha->e->spec.name);
+    return error_code (EINVAL, "export %s is already primary", ha->e->spec.name);
   if (ha_migrate_window_open (ha) || ha_migrate_busy (ha))
-    return error_set (EBUSY, "export %s is in a live migration; migrate "
-                      "abort first", ha->e->spec.name);
+    return error_code (EBUSY, "export %s is in a live migration; migrate "
+                       "abort first", ha->e->spec.name);
   if (ha->fence_pid)
-    return error_set (EBUSY, "a promotion is already waiting for the "
-                      "fence-peer hook");
+    return error_code (EBUSY, "a promotion is already waiting for the "
+                       "fence-peer hook");
   if (!force && ha->self.disk == DISK_INCONSISTENT)
-    return error_set (EPERM, "export %s is inconsistent (a sync into it "
-                      "never completed); --force to promote anyway",
-                      ha->e->spec.name);
+    return error_code (EPERM, "export %s is inconsistent (a sync into it "
+                       "never completed); --force to promote anyway",
+                       ha->e->spec.name);
   if (!force && ha->self.disk == DISK_SPLITBRAIN)
-    return error_set (EPERM, "export %s is in split-brain; demote the side to "
-                      "discard, or --force", ha->e->spec.name);
+    return error_code (EPERM, "export %s is in split-brain; demote the side to "
+                       "discard, or --force", ha->e->spec.name);
   if (!force && ha->peer_alive && ha->peer.role == HA_PRIMARY)
-    return error_set (EPERM, "the peer %s is a connected primary; demote it "
-                      "first, or --force", ha->peer_uri);
+    return error_code (EPERM, "the peer %s is a connected primary; demote it "
+                       "first, or --force", ha->peer_uri);
   if (force) {
     log_warn ("export %s: promotion forced (disk %s, peer %s)",
               ha->e->spec.name, ha_disk_name (ha->self.disk),
@@ -781,14 +781,14 @@ int
 ha_demote (struct ha *ha, bool force, unsigned clients)
 {
   if (ha->self.role == HA_SECONDARY && ha->self.disk != DISK_SPLITBRAIN)
-    return error_set (EINVAL, "export %s is already secondary", ha->e->spec.name);
+    return error_code (EINVAL, "export %s is already secondary", ha->e->spec.name);
   if (ha_migrate_busy (ha))
-    return error_set (EBUSY, "export %s is handing over to its peer",
-                      ha->e->spec.name);
+    return error_code (EBUSY, "export %s is handing over to its peer",
+                       ha->e->spec.name);
   if (clients && !force)
-    return error_set (EBUSY, "export %s has %u NBD client%s connected; stop "
-                      "them first", ha->e->spec.name, clients,
-                      clients == 1 ? "" : "s");
+    return error_code (EBUSY, "export %s has %u NBD client%s connected; stop "
+                       "them first", ha->e->spec.name, clients,
+                       clients == 1 ? "" : "s");
   ha_stop_mirror (ha);
   ha->self.role = HA_SECONDARY;
   if (ha->self.disk == DISK_SPLITBRAIN) {

@@ -128,15 +128,15 @@ int
 ha_migrate_incoming (struct ha *ha, unsigned timeout_s)
 {
   if (in_progress (ha->mig.state))
-    return error_set (EBUSY, "export %s: a migration is already %s", name (ha),
+    return error_code (EBUSY, "export %s: a migration is already %s", name (ha),
                       state_name (ha->mig.state));
   if (ha->self.role != HA_SECONDARY)
-    return error_set (EPERM, "export %s is primary: a migration comes into "
+    return error_code (EPERM, "export %s is primary: a migration comes into "
                       "the secondary of the pair", name (ha));
   if (ha->self.disk == DISK_SPLITBRAIN)
-    return error_set (EPERM, "export %s is in split-brain", name (ha));
+    return error_code (EPERM, "export %s is in split-brain", name (ha));
   if (!ha->peer_alive || ha->peer.role != HA_PRIMARY)
-    return error_set (EHOSTUNREACH, "export %s: the source (a connected "
+    return error_code (EHOSTUNREACH, "export %s: the source (a connected "
                       "primary peer) is not there", name (ha));
   if (arm (ha, (timeout_s ? timeout_s : DEFAULT_WINDOW_S) * 1000u, 0,
            window_expired) == -1)
@@ -244,13 +244,13 @@ ha_migrate_start (struct ha *ha, unsigned timeout_s, ha_reply_fn done,
   struct ha_migration *m = &ha->mig;
 
   if (in_progress (m->state))
-    return error_set (EBUSY, "export %s: a migration is already %s", name (ha),
+    return error_code (EBUSY, "export %s: a migration is already %s", name (ha),
                       state_name (m->state));
   if (ha->self.role != HA_PRIMARY)
-    return error_set (EPERM, "export %s is secondary: a migration starts on "
+    return error_code (EPERM, "export %s is secondary: a migration starts on "
                       "the primary", name (ha));
   if (!ha->peer_alive || ha->peer.role != HA_SECONDARY)
-    return error_set (EHOSTUNREACH, "export %s: the destination (a connected "
+    return error_code (EHOSTUNREACH, "export %s: the destination (a connected "
                       "secondary peer) is not there", name (ha));
   /* The deadline rides in started_ns until the hand-over. */
   m->started_ns = loop_now_ns ()
@@ -393,11 +393,11 @@ ha_migrate_handover (struct ha *ha, unsigned timeout_s, ha_reply_fn done,
   unsigned ms = (timeout_s ? timeout_s : DEFAULT_HANDOVER_S) * 1000u;
 
   if (m->state != MIG_OUTGOING)
-    return error_set (EINVAL, "export %s: no migration ready to hand over "
+    return error_code (EINVAL, "export %s: no migration ready to hand over "
                       "(it is %s; migrate start first)", name (ha),
                       state_name (m->state));
   if (!ha->e->mirror)
-    return error_set (EINVAL, "export %s: not replicating", name (ha));
+    return error_code (EINVAL, "export %s: not replicating", name (ha));
   m->started_ns = loop_now_ns ();
   if (mirror_cutover (ha->e->mirror, ms, drained, ha) == -1)
     return -1;
@@ -473,10 +473,10 @@ ha_migrate_abort (struct ha *ha)
     give_up (ha, ECANCELED, "aborted by the operator");
     return 0;
   case MIG_HANDING_OVER:
-    return error_set (EBUSY, "export %s: the hand-over is under way; its "
+    return error_code (EBUSY, "export %s: the hand-over is under way; its "
                       "answer comes within its timeout", name (ha));
   default:
-    return error_set (EINVAL, "export %s: no migration in progress",
+    return error_code (EINVAL, "export %s: no migration in progress",
                       name (ha));
   }
 }

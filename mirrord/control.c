@@ -35,6 +35,7 @@
 #include <json-c/json.h>
 
 #include "common/error.h"
+#include "common/size.h"
 #include "common/fdreserve.h"
 #include "common/log.h"
 #include "control.h"
@@ -113,7 +114,7 @@ cmd_status (json_object *req, struct client *c)
     struct export *e = export_find (name);
     if (e == NULL) {
       json_object_put (r);
-      error_set (ENOENT, "export %s not found", name);
+      error_code (ENOENT, "export %s not found", name);
       return NULL;
     }
     json_object_array_add (arr, status_export_json (e));
@@ -188,8 +189,28 @@ get_export (json_object *req)
     return NULL;
   e = export_find (name);
   if (e == NULL)
-    error_set (ENOENT, "export %s not found", name);
+    error_code (ENOENT, "export %s not found", name);
   return e;
+}
+
+/* length 0 is "to the end": the log says what was meant. */
+static void
+log_bitmap_clear (const struct export *e, uint64_t offset, uint64_t length)
+{
+  uint64_t size = export_size (e);
+  char from[32], len[32];
+
+  if (length == 0 || length > size - offset)
+    length = size - offset;
+  if (offset == 0 && length == size)
+    log_info ("export %s: dirty bitmap cleared for the whole disk, by request",
+              e->spec.name);
+  else
+    log_info ("export %s: dirty bitmap cleared for %s at offset %s "
+              "(%llu bytes at %llu), by request", e->spec.name,
+              size_format (length, len, sizeof len),
+              size_format (offset, from, sizeof from),
+              (unsigned long long) length, (unsigned long long) offset);
 }
 
 /* Forget dirty regions whose data is safe elsewhere (after a backup,
@@ -204,12 +225,11 @@ cmd_bitmap_clear (json_object *req, struct client *c)
       || jsonarg_u64 (req, "length", &length) == -1)
     return NULL;
   if (offset > export_size (e)) {
-    error_set (EINVAL, "offset %llu is past the end of export %s",
-               (unsigned long long) offset, e->spec.name);
+    error_code (EINVAL, "offset %llu is past the end of export %s",
+                (unsigned long long) offset, e->spec.name);
     return NULL;
   }
-  log_info ("export %s: dirty bitmap cleared from %llu for %llu bytes by request",
-            e->spec.name, (unsigned long long) offset, (unsigned long long) length);
+  log_bitmap_clear (e, offset, length);
   export_bitmap_clear (e, offset, length);
   return status_export_json (e);
 }
@@ -269,7 +289,7 @@ cmd_mirror_start (json_object *req, struct client *c)
       || jsonarg_u64 (req, "bandwidth", &bandwidth) == -1)
     return NULL;
   if (mode && strcmp (mode, "sync") != 0 && strcmp (mode, "async") != 0) {
-    error_set (EINVAL, "mode must be sync or async, not '%s'", mode);
+    error_code (EINVAL, "mode must be sync or async, not '%s'", mode);
     return NULL;
   }
   w = waiter_new (c, e);
@@ -294,7 +314,7 @@ get_ha_export (json_object *req)
   struct export *e = get_export (req);
 
   if (e && e->ha == NULL) {
-    error_set (EINVAL, "export %s has no peer (no HA pair)", e->spec.name);
+    error_code (EINVAL, "export %s has no peer (no HA pair)", e->spec.name);
     return NULL;
   }
   return e;
@@ -306,7 +326,7 @@ promoted (void *opaque, int err, const char *msg)
   struct waiter *w = opaque;
 
   if (err) {
-    error_set (err, "%s", msg);
+    error_code (err, "%s", msg);
     waiter_done (w, NULL);
     return;
   }
@@ -362,7 +382,7 @@ cmd_verify (json_object *req, struct client *c)
   if (e == NULL)
     return NULL;
   if (e->spec.peer == NULL) {
-    error_set (EINVAL, "export %s has no peer to verify against", e->spec.name);
+    error_code (EINVAL, "export %s has no peer to verify against", e->spec.name);
     return NULL;
   }
   if ((w = waiter_new (c, e)) == NULL) {
@@ -377,19 +397,38 @@ cmd_verify (json_object *req, struct client *c)
   return PENDING;
 }
 
+static void
+cancel_durable (void *opaque)
+{
+  struct waiter *w = opaque;
+
+  waiter_done (w, status_export_json (w->e));
+}
+
 static json_object *
 cmd_mirror_cancel (json_object *req, struct client *c)
 {
   struct export *e = get_export (req);
+  struct waiter *w;
 
   if (e == NULL)
     return NULL;
   if (e->mirror == NULL || !mirror_active (e->mirror)) {
-    error_set (EINVAL, "export %s has no active mirror", e->spec.name);
+    error_code (EINVAL, "export %s has no active mirror", e->spec.name);
     return NULL;
   }
   mirror_cancel (e->mirror, false);
-  return status_export_json (e);
+  /* Answered once the job file is gone: a crash after the answer must
+   * not resume the job. */
+  w = waiter_new (c, e);
+  if (w == NULL)
+    return status_export_json (e);
+  if (mirror_when_durable (e->mirror, cancel_durable, w) == -1) {
+    export_unref (e);
+    free (w);
+    return status_export_json (e);
+  }
+  return PENDING;
 }
 
 static void
@@ -435,7 +474,7 @@ cmd_mirror_cutover (json_object *req, struct client *c)
   if (e == NULL || get_timeout_ms (req, &timeout_ms) == -1)
     return NULL;
   if (e->mirror == NULL || !mirror_active (e->mirror)) {
-    error_set (EINVAL, "export %s has no active mirror", e->spec.name);
+    error_code (EINVAL, "export %s has no active mirror", e->spec.name);
     return NULL;
   }
   w = waiter_new (c, e);
@@ -550,7 +589,7 @@ dispatch (json_object *req, struct client *c)
   for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
     if (strcmp (commands[i].name, name) == 0)
       return commands[i].fn (req, c);
-  error_set (EINVAL, "unknown command '%s'", name);
+  error_code (EINVAL, "unknown command '%s'", name);
   return NULL;
 }
 

@@ -44,9 +44,9 @@ export_check_file (const struct export_spec *spec)
     return 0;                   /* opening it will say why */
   for (struct export *e = export_first (); e; e = export_next (e))
     if (image_file_id_equal (&e->img->file_id, &id))
-      return error_set (EEXIST, "export %s: %s is already exported as %s "
-                        "(%s)", spec->name, spec->path, e->spec.name,
-                        e->spec.path);
+      return error_code (EEXIST, "export %s: %s is already exported as %s "
+                         "(%s)", spec->name, spec->path, e->spec.name,
+                         e->spec.path);
   return 0;
 }
 

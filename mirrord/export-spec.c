@@ -4,6 +4,7 @@
 #include <config.h>
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,7 +20,7 @@ export_spec_init (struct export_spec *s)
   s->role = ROLE_PRIMARY;
   s->mode = MODE_SYNC;
   s->granularity = EXPORT_DEFAULT_GRANULARITY;
-  s->bitmap_extent = EXPORT_DEFAULT_BITMAP_EXTENT;
+  s->bitmap_extent = EXPORT_BITMAP_EXTENT_AUTO;
 }
 
 void
@@ -126,6 +127,60 @@ parse_ms (const char *key, const char *v, unsigned *out)
   return 0;
 }
 
+/* ---- The export keys: one table that export_spec_set() reads and
+ * mirrord --help prints, so the two cannot drift apart. ---- */
+
+struct export_key {
+  const char *key;
+  const char *value;            /* what it takes, for the help */
+  const char *help;
+  int (*set) (struct export_spec *s, const char *key, const char *v);
+};
+
+/* A string member; an empty value unsets the optional ones. */
+static int
+set_str (char **dst, const char *v, bool empty_is_null)
+{
+  free (*dst);
+  return dup_field (dst, empty_is_null && v[0] == '\0' ? NULL : v);
+}
+
+static int
+set_path (struct export_spec *s, const char *key, const char *v)
+{
+  return set_str (&s->path, v, false);
+}
+
+static int
+set_peer (struct export_spec *s, const char *key, const char *v)
+{
+  return set_str (&s->peer, v, true);
+}
+
+static int
+set_fence_peer (struct export_spec *s, const char *key, const char *v)
+{
+  return set_str (&s->fence_peer, v, true);
+}
+
+static int
+set_peer_user (struct export_spec *s, const char *key, const char *v)
+{
+  return set_str (&s->peer_user, v, true);
+}
+
+static int
+set_format (struct export_spec *s, const char *key, const char *v)
+{
+  return image_format_parse (v, &s->format) == -1 ? error_prefix ("%s", key) : 0;
+}
+
+static int
+set_cache (struct export_spec *s, const char *key, const char *v)
+{
+  return image_cache_parse (v, &s->cache) == -1 ? error_prefix ("%s", key) : 0;
+}
+
 static int
 set_enum (const char *key, const char *v, const char *a, const char *b, int *out)
 {
@@ -138,72 +193,141 @@ set_enum (const char *key, const char *v, const char *a, const char *b, int *out
   return 0;
 }
 
-int
-export_spec_set (struct export_spec *s, const char *key, const char *value)
+static int
+set_role (struct export_spec *s, const char *key, const char *v)
 {
   int e = 0;
 
-  if (strcmp (key, "path") == 0) {
-    free (s->path);
-    return dup_field (&s->path, value);
-  }
-  if (strcmp (key, "format") == 0)
-    return image_format_parse (value, &s->format) == -1
-      ? error_prefix ("format") : 0;
-  if (strcmp (key, "role") == 0) {
-    if (set_enum (key, value, "primary", "secondary", &e) == -1)
-      return -1;
-    s->role = e ? ROLE_SECONDARY : ROLE_PRIMARY;
-    return 0;
-  }
-  if (strcmp (key, "mode") == 0) {
-    if (set_enum (key, value, "sync", "async", &e) == -1)
-      return -1;
-    s->mode = e ? MODE_ASYNC : MODE_SYNC;
-    return 0;
-  }
-  if (strcmp (key, "peer") == 0) {
-    free (s->peer);
-    return dup_field (&s->peer, value[0] ? value : NULL);
-  }
-  if (strcmp (key, "granularity") == 0)
-    return size_parse (value, &s->granularity) == -1
-      ? error_prefix ("granularity") : 0;
-  if (strcmp (key, "bandwidth") == 0)
-    return size_parse (value, &s->bandwidth) == -1
-      ? error_prefix ("bandwidth") : 0;
-  if (strcmp (key, "readonly") == 0)
-    return parse_bool (key, value, &s->readonly);
-  if (strcmp (key, "bitmap") == 0) {
-    bool on;
-    if (parse_bool (key, value, &on) == -1)
-      return -1;
-    s->no_bitmap = !on;
-    return 0;
-  }
-  if (strcmp (key, "max-lag") == 0)
-    return size_parse (value, &s->max_lag) == -1 ? error_prefix ("max-lag") : 0;
-  if (strcmp (key, "bitmap-strict") == 0)
-    return parse_bool (key, value, &s->bitmap_strict);
-  if (strcmp (key, "bitmap-extent") == 0)
-    return size_parse (value, &s->bitmap_extent) == -1
-      ? error_prefix ("bitmap-extent") : 0;
-  if (strcmp (key, "cache") == 0)
-    return image_cache_parse (value, &s->cache) == -1 ? error_prefix ("cache") : 0;
-  if (strcmp (key, "fence-peer") == 0) {
-    free (s->fence_peer);
-    return dup_field (&s->fence_peer, value[0] ? value : NULL);
-  }
-  if (strcmp (key, "peer-timeout") == 0)
-    return parse_ms (key, value, &s->peer_timeout_ms);
-  if (strcmp (key, "peer-user") == 0) {
-    free (s->peer_user);
-    return dup_field (&s->peer_user, value[0] ? value : NULL);
-  }
-  return error_set (0, "unknown export key '%s' (expected path, format, role, "
-                    "peer, mode, granularity, bandwidth, readonly, cache, bitmap, "
-                    "bitmap-strict, bitmap-extent, max-lag, fence-peer, "
-                    "peer-timeout or peer-user)", key);
+  if (set_enum (key, v, "primary", "secondary", &e) == -1)
+    return -1;
+  s->role = e ? ROLE_SECONDARY : ROLE_PRIMARY;
+  return 0;
+}
+
+static int
+set_mode (struct export_spec *s, const char *key, const char *v)
+{
+  int e = 0;
+
+  if (set_enum (key, v, "sync", "async", &e) == -1)
+    return -1;
+  s->mode = e ? MODE_ASYNC : MODE_SYNC;
+  return 0;
+}
+
+static int
+set_granularity (struct export_spec *s, const char *key, const char *v)
+{
+  return size_parse (v, &s->granularity) == -1 ? error_prefix ("%s", key) : 0;
+}
+
+static int
+set_bandwidth (struct export_spec *s, const char *key, const char *v)
+{
+  return size_parse (v, &s->bandwidth) == -1 ? error_prefix ("%s", key) : 0;
+}
+
+static int
+set_max_lag (struct export_spec *s, const char *key, const char *v)
+{
+  return size_parse (v, &s->max_lag) == -1 ? error_prefix ("%s", key) : 0;
+}
+
+static int
+set_readonly (struct export_spec *s, const char *key, const char *v)
+{
+  return parse_bool (key, v, &s->readonly);
+}
+
+static int
+set_bitmap (struct export_spec *s, const char *key, const char *v)
+{
+  bool on;
+
+  if (parse_bool (key, v, &on) == -1)
+    return -1;
+  s->no_bitmap = !on;
+  return 0;
+}
+
+static int
+set_bitmap_strict (struct export_spec *s, const char *key, const char *v)
+{
+  return parse_bool (key, v, &s->bitmap_strict);
+}
+
+static int
+set_bitmap_extent (struct export_spec *s, const char *key, const char *v)
+{
+  return size_parse (v, &s->bitmap_extent) == -1 ? error_prefix ("%s", key) : 0;
+}
+
+static int
+set_peer_timeout (struct export_spec *s, const char *key, const char *v)
+{
+  return parse_ms (key, v, &s->peer_timeout_ms);
+}
+
+static const struct export_key keys[] = {
+  { "path", "PATH", "the image: a file or a block device (required)", set_path },
+  { "format", "raw|qcow2|auto", "image format (default auto: probed)", set_format },
+  { "role", "primary|secondary", "the role it starts with the first time "
+    "(default primary); then the generations decide", set_role },
+  { "peer", "URI", "the HA peer's export (nbd:// or nbds://)", set_peer },
+  { "mode", "sync|async", "replication to the peer (default sync)", set_mode },
+  { "granularity", "SIZE", "dirty-bitmap granule, a power of two from 4K "
+    "to 64M (default 64K)", set_granularity },
+  { "bandwidth", "SIZE", "mirror limit in bytes per second (default none)",
+    set_bandwidth },
+  { "readonly", "BOOL", "refuse client writes (default false)", set_readonly },
+  { "cache", "none|writeback", "none: O_DIRECT (default); writeback: the "
+    "host page cache", set_cache },
+  { "bitmap", "BOOL", "track dirty regions (default true; a peer needs it)",
+    set_bitmap },
+  { "bitmap-strict", "BOOL", "refuse a damaged bitmap file instead of "
+    "marking the whole disk dirty (default false)", set_bitmap_strict },
+  { "bitmap-extent", "SIZE", "a write that needs new dirty bits on disk "
+    "marks its aligned extent of this size: one metadata flush per extent "
+    "(default 64M, but 0 with a peer; 0: exact)", set_bitmap_extent },
+  { "max-lag", "SIZE", "dirty bytes an async mirror may lag before guest "
+    "writes are held (default 256M)", set_max_lag },
+  { "fence-peer", "COMMAND", "HA: a hook run before promoting without the "
+    "peer; promotion only if it exits 0", set_fence_peer },
+  { "peer-timeout", "DURATION", "HA: a silent peer is down after it "
+    "(default 5 s; \"500ms\" works too)", set_peer_timeout },
+  { "peer-user", "NAME", "HA: the TLS-PSK user the peer replicates as "
+    "(default: the one used to reach it)", set_peer_user },
+};
+
+#define NR_KEYS (sizeof keys / sizeof keys[0])
+
+bool
+export_spec_key (size_t i, const char **key, const char **value,
+                 const char **help)
+{
+  if (i >= NR_KEYS)
+    return false;
+  *key = keys[i].key;
+  *value = keys[i].value;
+  *help = keys[i].help;
+  return true;
+}
+
+int
+export_spec_set (struct export_spec *s, const char *key, const char *value)
+{
+  char list[512];
+  size_t len = 0;
+
+  for (size_t i = 0; i < NR_KEYS; i++)
+    if (strcmp (key, keys[i].key) == 0)
+      return keys[i].set (s, key, value);
+  list[0] = '\0';
+  for (size_t i = 0; i < NR_KEYS && len < sizeof list; i++)
+    len += (size_t) snprintf (list + len, sizeof list - len, "%s%s",
+                              i == 0 ? "" : i + 1 == NR_KEYS ? " or " : ", ",
+                              keys[i].key);
+  return error_set (0, "unknown export key '%s' (expected %s)", key, list);
 }
 
 static bool
@@ -234,8 +358,9 @@ export_spec_validate (const struct export_spec *s)
     return error_set (0, "export %s: granularity %llu must be a power of two "
                       "between 4K and 64M", s->name,
                       (unsigned long long) s->granularity);
-  if (s->bitmap_extent > EXPORT_MAX_BITMAP_EXTENT
-      || (s->bitmap_extent & (s->bitmap_extent - 1)) != 0)
+  if (s->bitmap_extent != EXPORT_BITMAP_EXTENT_AUTO
+      && (s->bitmap_extent > EXPORT_MAX_BITMAP_EXTENT
+          || (s->bitmap_extent & (s->bitmap_extent - 1)) != 0))
     return error_set (0, "export %s: bitmap-extent %llu must be 0 or a power "
                       "of two up to 1G", s->name,
                       (unsigned long long) s->bitmap_extent);

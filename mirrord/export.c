@@ -47,7 +47,8 @@ open_bitmap (const struct export_spec *spec, uint64_t size)
   struct bitmap_store_opts o = {
     .path = path, .image_path = spec->path, .size = size,
     .granularity = (uint32_t) spec->granularity, .strict = spec->bitmap_strict,
-    .extent = spec->bitmap_extent,
+    .extent = spec->bitmap_extent != EXPORT_BITMAP_EXTENT_AUTO ? spec->bitmap_extent
+      : spec->peer ? 0 : EXPORT_DEFAULT_BITMAP_EXTENT,
   };
 
   if ((size_t) snprintf (path, sizeof path, "%s/%s.bitmap", reg.state_dir,
@@ -178,7 +179,7 @@ open_ha (struct export *e)
     o.peer_user = user;
 
   if (e->bitmap == NULL)
-    return error_set (EINVAL, "a peer needs the dirty bitmap (bitmap=false)");
+    return error_code (EINVAL, "a peer needs the dirty bitmap (bitmap=false)");
   if (e->state_prefix == NULL)
     return error_set (ENOMEM, "allocating");
   snprintf (path, sizeof path, "%s.ha", e->state_prefix);
@@ -207,7 +208,7 @@ export_add (const struct export_spec *spec, bool from_config)
   if (export_spec_validate (spec) == -1)
     return NULL;
   if (export_find (spec->name)) {
-    error_set (EEXIST, "export %s already exists", spec->name);
+    error_code (EEXIST, "export %s already exists", spec->name);
     return NULL;
   }
   if (export_check_file (spec) == -1)
@@ -223,6 +224,13 @@ export_add (const struct export_spec *spec, bool from_config)
   }
   e->img = image_open (spec->path, spec->format, spec->readonly, spec->cache,
                        reg.ioq);
+  if (e->img != NULL && e->img->size == 0) {
+    /* Nothing to serve or mirror, and no client can use it. */
+    error_code (EINVAL, "%s is empty (0 bytes): give the image a size "
+                "first (qemu-img create, or truncate -s)", spec->path);
+    image_close (e->img);
+    e->img = NULL;
+  }
   if (e->img == NULL) {
     error_prefix ("export %s", spec->name);
     export_spec_clear (&e->spec);
@@ -331,7 +339,7 @@ export_remove (const char *name)
   struct export *e = export_find (name);
 
   if (e == NULL)
-    return error_set (ENOENT, "export %s not found", name);
+    return error_code (ENOENT, "export %s not found", name);
   log_info ("export %s: removed (%u client%s disconnecting)", name,
             e->nr_clients, e->nr_clients == 1 ? "" : "s");
   unregister (e);
@@ -669,11 +677,11 @@ export_mirror_start (struct export *e, const char *uri, const char *label,
   struct mirror *m;
 
   if (e->mirror && mirror_active (e->mirror))
-    return error_set (EBUSY, "export %s already mirrors to a target "
-                      "(mirror cancel it first)", e->spec.name);
+    return error_code (EBUSY, "export %s already mirrors to a target "
+                       "(mirror cancel it first)", e->spec.name);
   if (e->mirror && !mirror_idle (e->mirror))
-    return error_set (EBUSY, "export %s: the previous mirror is still "
-                      "stopping", e->spec.name);
+    return error_code (EBUSY, "export %s: the previous mirror is still "
+                       "stopping", e->spec.name);
   m = mirror_start (e, &o);
   if (m == NULL)
     return -1;

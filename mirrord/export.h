@@ -57,17 +57,24 @@ struct export_spec {
 #define EXPORT_MIN_GRANULARITY (4u << 10)
 #define EXPORT_MAX_GRANULARITY (64u << 20)
 /* A write that needs new on-disk dirty bits marks its aligned extent of
- * this size (bitmap/store.h); at or below the granularity: exact. */
+ * this size (bitmap/store.h); at or below the granularity: exact.  Not
+ * given: the default for an export without a peer, exact for an HA
+ * pair, whose resync after a crash copies what the file marks. */
 #define EXPORT_DEFAULT_BITMAP_EXTENT (64u << 20)
+#define EXPORT_BITMAP_EXTENT_AUTO UINT64_MAX
 #define EXPORT_MAX_BITMAP_EXTENT (1u << 30)
 
 void export_spec_init (struct export_spec *s);
 void export_spec_clear (struct export_spec *s);
 int export_spec_copy (struct export_spec *dst, const struct export_spec *src);
 bool export_spec_equal (const struct export_spec *a, const struct export_spec *b);
-/* Sets KEY (path, format, role, peer, mode, granularity, bandwidth,
- * readonly, cache, bitmap, bitmap-strict, max-lag) from VALUE.  -1 with error_set() on a bad key or value. */
+/* Sets KEY (one of those export_spec_key() lists) from VALUE.  -1 with
+ * error_set() on a bad key or value. */
 int export_spec_set (struct export_spec *s, const char *key, const char *value);
+/* The I-th key export_spec_set() knows, what it takes and a line of
+ * help; false past the last (mirrord --help prints them all). */
+bool export_spec_key (size_t i, const char **key, const char **value,
+                      const char **help);
 /* Parses "NAME=PATH[,key=value|readonly]..." (mirrord --export). */
 int export_spec_parse (struct export_spec *s, const char *str);
 int export_spec_validate (const struct export_spec *s);

@@ -28,8 +28,8 @@ type_words (json_object *v)
 static int
 wrong_type (const char *key, const char *want, json_object *v)
 {
-  return error_set (EINVAL, "field '%s' must be %s, not %s", key, want,
-                    type_words (v));
+  return error_code (EINVAL, "field '%s' must be %s, not %s", key, want,
+                     type_words (v));
 }
 
 /* The value of KEY, or NULL when absent or null. */
@@ -67,7 +67,7 @@ jsonarg_string_required (json_object *req, const char *key, const char **out)
     json_object *v;
     if (json_object_object_get_ex (req, key, &v))
       return wrong_type (key, "a string", v);     /* null */
-    return error_set (EINVAL, "request needs field '%s' (a string)", key);
+    return error_code (EINVAL, "request needs field '%s' (a string)", key);
   }
   return 0;
 }
@@ -98,8 +98,8 @@ jsonarg_u64 (json_object *req, const char *key, uint64_t *out)
     return wrong_type (key, "a non-negative integer", v);
   /* json-c keeps integers over INT64_MAX as unsigned: take them whole. */
   if (json_object_get_int64 (v) < 0)
-    return error_set (EINVAL, "field '%s' must be a non-negative integer, "
-                      "not %lld", key, (long long) json_object_get_int64 (v));
+    return error_code (EINVAL, "field '%s' must be a non-negative integer, "
+                       "not %lld", key, (long long) json_object_get_int64 (v));
   *out = json_object_get_uint64 (v);
   return 0;
 }
@@ -118,8 +118,8 @@ jsonarg_seconds (json_object *req, const char *key, double *out)
     return wrong_type (key, "a number of seconds", v);
   s = json_object_get_double (v);
   if (!isfinite (s) || s < 0)
-    return error_set (EINVAL, "field '%s' must be a non-negative number of "
-                      "seconds, not %g", key, s);
+    return error_code (EINVAL, "field '%s' must be a non-negative number of "
+                       "seconds, not %g", key, s);
   *out = s;
   return 0;
 }
@@ -148,7 +148,7 @@ jsonarg_config_value (json_object *req, const char *key, bool size,
     return 0;
   }
   if (json_object_is_type (v, json_type_int))
-    return error_set (EINVAL, "field '%s' must not be negative", key);
+    return error_code (EINVAL, "field '%s' must not be negative", key);
   return wrong_type (key, size ? "an integer or a size string such as \"64K\""
                      : "a number of seconds or a duration string such as \"500ms\"",
                      v);

@@ -56,6 +56,20 @@ static struct {
 
 /* ---- Start-up ---- */
 
+/* MSG on stderr, "mirrord: " before each of its lines (a config file
+ * may have several errors, one a line). */
+static void
+print_error (const char *msg)
+{
+  const char *nl;
+
+  while ((nl = strchr (msg, '\n')) != NULL) {
+    fprintf (stderr, "mirrord: %.*s\n", (int) (nl - msg), msg);
+    msg = nl + 1;
+  }
+  fprintf (stderr, "mirrord: %s\n", msg);
+}
+
 static int
 add_exports (const struct config *cfg)
 {
@@ -276,8 +290,11 @@ reload (void)
     return;
   }
   if (config_read_exports (d.cfg.config_file, &specs, &nr) == -1) {
-    log_err ("reload failed, keeping the running configuration: %s",
-             error_get ());
+    const char *msg = error_get (), *nl;
+    for (; (nl = strchr (msg, '\n')) != NULL; msg = nl + 1)   /* one a line */
+      log_err ("reload failed, keeping the running configuration: %.*s",
+               (int) (nl - msg), msg);
+    log_err ("reload failed, keeping the running configuration: %s", msg);
     return;
   }
   /* Exports that left the file, or changed, go; clients of the others
@@ -408,7 +425,7 @@ main (int argc, char **argv)
     config_free (&d.cfg);
     return EXIT_OK;
   case CONFIG_ERROR:
-    fprintf (stderr, "mirrord: %s\n", error_get ());
+    print_error (error_get ());
     config_free (&d.cfg);
     return EXIT_USAGE;
   case CONFIG_OK:

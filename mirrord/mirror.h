@@ -27,6 +27,9 @@ struct export_io;
  * States (SPEC §4): syncing -> ready (what remains fits the cut-over
  * budget) -> cutover -> completed; failed, cancelled; disconnected
  * (target lost: writes are tracked, reconnect with backoff, resume).
+ * They are an explicit state machine: mirror-fsm.h has the table, and
+ * mirror-int.h the map of the mirror-*.c files and who owns a mirror
+ * (its export).
  *
  * Write blocking.  In sync mode, and in async mode when the dirty data
  * outgrows the lag bound (the link cannot keep up), a guest write is
@@ -66,6 +69,13 @@ struct mirror *mirror_start (struct export *e, const struct mirror_opts *o);
  * it on disk, to resume after a restart (daemon shutdown); otherwise it
  * is forgotten (mirror cancel, export removed). */
 void mirror_cancel (struct mirror *m, bool keep_job);
+/* Runs DONE from the loop, never inside this call, once the job file
+ * on disk agrees with everything the mirror did so far (saved, or
+ * removed by a cancel): an answer that promises it waits for this.
+ * -1 with error_set() if it cannot wait (no memory). */
+typedef void (*mirror_durable_fn) (void *opaque);
+int mirror_when_durable (struct mirror *m, mirror_durable_fn done,
+                         void *opaque);
 /* No copy or target command in flight: safe to free. */
 bool mirror_idle (const struct mirror *m);
 /* Switches between sync and async forwarding (a live migration's window

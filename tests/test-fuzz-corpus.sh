@@ -9,11 +9,14 @@ source "${top_srcdir:-$(dirname "$0")/..}/tests/functions.sh"
 set -u
 
 # Every committed corpus is replayed in every make check: corpus-TARGET
-# here, the qcow2 corpus (tests/fuzz/corpus) by test-qcow2-fuzz-corpus.sh.
+# here, the qcow2 corpora (tests/fuzz/corpus, corpus-qcow2-write) by
+# test-qcow2-fuzz-corpus.sh.
 TARGETS=(nbd-handshake nbd-transmission bitmap)
 for d in "$top_srcdir"/tests/fuzz/corpus-*/; do
   t=$(basename "$d"); t=${t#corpus-}
-  [[ " ${TARGETS[*]} " == *" $t "* ]] || fail "tests/fuzz/corpus-$t is replayed by no test"
+  [[ " ${TARGETS[*]} " == *" $t "* ]] && continue
+  grep -q "replay $t corpus-$t\b" "$top_srcdir/tests/test-qcow2-fuzz-corpus.sh" \
+    || fail "tests/fuzz/corpus-$t is replayed by no test"
 done
 grep -q 'tests/test-qcow2-fuzz-corpus.sh' "$top_srcdir/tests/qcow2-tests.am" \
   || fail "tests/fuzz/corpus (qcow2) is replayed by no test"

@@ -21,8 +21,10 @@
  * A backing file name in an input is resolved relative to
  * /proc/self/fd/, so it names nothing useful (or one of our own
  * descriptors, which the driver then probes like any path); absolute
- * names are opened read-only as usual.  The seed corpus uses
- * /tmp/mirrord-fuzz-backing.raw, created (1 MiB of a pattern) at start.
+ * names are opened read-only as usual.  The seed corpus's backing
+ * file is named "200": /proc/self/fd/200, a memfd holding 1 MiB of a
+ * pattern that the harness puts at that descriptor at start, so no
+ * file is left anywhere (and none has a fixed name in /tmp).
  */
 #include <config.h>
 
@@ -44,7 +46,7 @@
 #define READ_CHUNK (256u << 10)
 #define MAX_EXTENTS_BYTES (256ull << 20)
 #define MAX_EXTENTS 256
-#define BACKING_PATH "/tmp/mirrord-fuzz-backing.raw"
+#define BACKING_FD 200          /* the seeds' backing file name */
 
 static uint8_t *buf;
 static unsigned opened;         /* read-only opens that succeeded */
@@ -144,22 +146,32 @@ one_open (const uint8_t *data, size_t size, bool readonly)
   close (fd);
 }
 
+/* 1 MiB of a pattern at descriptor BACKING_FD (see the top). */
+static void
+backing_init (void)
+{
+  static uint8_t pattern[1 << 20];
+  char path[64];
+  int fd;
+
+  for (size_t i = 0; i < sizeof pattern; i++)
+    pattern[i] = (uint8_t) (i >> 9);
+  fd = qcow2_harness_memfd (pattern, sizeof pattern, path, sizeof path);
+  if (fd == -1 || (fd != BACKING_FD && dup2 (fd, BACKING_FD) == -1))
+    abort ();
+  if (fd != BACKING_FD)
+    close (fd);
+}
+
 int
 LLVMFuzzerInitialize (int *argc, char ***argv)
 {
-  FILE *f;
-
   qcow2_harness_init ("fuzz-qcow2");
   buf = aligned_alloc (BUFPOOL_ALIGN, 128u << 10 > READ_CHUNK ? 128u << 10 : READ_CHUNK);
   if (buf == NULL)
     abort ();
   /* The seeds' backing file. */
-  f = fopen (BACKING_PATH, "wx");
-  if (f) {
-    for (int i = 0; i < (1 << 20); i++)
-      fputc ((i >> 9) & 0xff, f);
-    fclose (f);
-  }
+  backing_init ();
   return 0;
 }
 

@@ -28,11 +28,14 @@ q v2.qcow2 -c 'write -P 0x77 4096 8k'
 truncate -s 1M "$tmp/c.raw"
 qemu-io -f raw -c 'write -P 0x88 0 64k' -c 'write -P 0x99 256k 32k' "$tmp/c.raw" >/dev/null
 qemu-img convert -c -O qcow2 -o cluster_size=4096 "$tmp/c.raw" "$tmp/compressed.qcow2"
-# A raw backing file (the one fuzz-qcow2 creates) and a partial overlay.
-truncate -s 1M /tmp/mirrord-fuzz-backing.raw
-qemu-img create -q -f qcow2 -o cluster_size=4096 -b /tmp/mirrord-fuzz-backing.raw \
+# A raw backing file and a partial overlay.  The overlay then names its
+# backing file "200": fuzz-qcow2 opens inputs as /proc/self/fd/N and
+# keeps its own backing memfd at descriptor 200.
+truncate -s 1M "$tmp/backing.raw"
+qemu-img create -q -f qcow2 -o cluster_size=4096 -b "$tmp/backing.raw" \
   -F raw "$tmp/backing.qcow2" 1M
 q backing.qcow2 -c 'write -P 0xaa 6000 100' -c 'write -z 64k 4k'
+qemu-img rebase -u -f qcow2 -F raw -b 200 "$tmp/backing.qcow2"
 # The default 64K clusters, almost empty.
 mk c64k.qcow2 1M
 q c64k.qcow2 -c 'write -P 0xbb 0 512'
