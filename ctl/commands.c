@@ -231,6 +231,55 @@ run_bitmap_clear (struct ctl *ctl, const struct ctl_args *a)
                    "%s (%s dirty now)", a->pos[0], len, off, dirty);
 }
 
+/* migrate incoming|start|handover|abort: the daemon enforces --timeout
+ * (start and handover answer when their step is over); the client
+ * allows the cut-over's grace period on top. */
+static int
+run_migrate (struct ctl *ctl, const struct ctl_args *a, const char *command,
+             const char *done)
+{
+  json_object *req = ctl_request (command, "export", a->pos[0]);
+  json_object *result;
+  int64_t deadline = 0;
+  int r;
+
+  if (a->have_timeout) {
+    add_seconds (req, "timeout", a->timeout);
+    deadline = ctl_now_ms () + (int64_t) (a->timeout * 1000) + CUTOVER_GRACE_MS;
+  }
+  r = ctl_call (ctl, req, deadline, &result);
+  if (r == CTL_FAILED && ctl->daemon_errno == ETIMEDOUT)
+    return CTL_TIMEOUT;
+  if (r != CTL_OK)
+    return r;
+  return ctl_done (ctl, result, "%s: %s", a->pos[0], done);
+}
+
+static int
+run_migrate_incoming (struct ctl *ctl, const struct ctl_args *a)
+{
+  return run_migrate (ctl, a, "migrate-incoming",
+                      "migration window open (writes refused until the hand-over)");
+}
+
+static int
+run_migrate_start (struct ctl *ctl, const struct ctl_args *a)
+{
+  return run_migrate (ctl, a, "migrate-start", "ready to hand over");
+}
+
+static int
+run_migrate_handover (struct ctl *ctl, const struct ctl_args *a)
+{
+  return run_migrate (ctl, a, "migrate-handover", "handed over to the peer");
+}
+
+static int
+run_migrate_abort (struct ctl *ctl, const struct ctl_args *a)
+{
+  return run_simple (ctl, "migrate-abort", a->pos[0], "migration aborted");
+}
+
 static const struct command commands[] = {
   { "status", NULL, 0, 1, 0, run_status, "status [EXPORT]",
     "Shows every export (or EXPORT): role, disk state, dirty bytes, mirror\n"
@@ -271,6 +320,22 @@ static const struct command commands[] = {
     "bitmap clear EXPORT [--offset BYTES] [--length BYTES]",
     "Forgets the dirty regions of EXPORT (all, or the range given), e.g.\n"
     "after a backup copied them." },
+  { "migrate", "incoming", 1, 1, ARG_TIMEOUT, run_migrate_incoming,
+    "migrate incoming EXPORT [--timeout SECONDS]",
+    "On the destination of a live migration (the pair's secondary): opens\n"
+    "the window.  Clients see EXPORT writable; their writes are refused\n"
+    "until the hand-over.  Closes by itself after --timeout (600 s), when\n"
+    "its clients all leave, or when the source goes away." },
+  { "migrate", "start", 1, 1, ARG_TIMEOUT, run_migrate_start,
+    "migrate start EXPORT [--timeout SECONDS]",
+    "On the source (the primary): waits until the peer holds everything and\n"
+    "its window is open (an async pair runs sync meanwhile)." },
+  { "migrate", "handover", 1, 1, ARG_TIMEOUT, run_migrate_handover,
+    "migrate handover EXPORT [--timeout SECONDS]",
+    "On the source, with its QEMU paused (pre-switchover): drains and\n"
+    "flushes to the peer, becomes secondary, and the peer primary (10 s)." },
+  { "migrate", "abort", 1, 1, 0, run_migrate_abort, "migrate abort EXPORT",
+    "Closes the migration window on either side without a hand-over." },
 };
 
 /* The help of each command-specific option. */

@@ -182,6 +182,10 @@ ha_view_format (const struct ha_view *v, char *buf, size_t len)
                     ha_disk_name (v->disk), v->gen.current, v->gen.bitmap,
                     v->gen.history[0], v->gen.history[1], v->discard,
                     v->in_sync);
+  if (n >= 0 && (size_t) n < len && v->migrating)
+    n += snprintf (buf + n, len - (size_t) n, " mig=1");
+  if (n >= 0 && (size_t) n < len && v->handover)
+    n += snprintf (buf + n, len - (size_t) n, " handover=1");
   if (n < 0 || (size_t) n >= len)
     return error_set (ENOSPC, "view does not fit %zu bytes", len);
   return 0;
@@ -236,6 +240,10 @@ parse_pair (char *key, char *val, struct ha_view *v, unsigned *seen)
     return parse_bool (key, val, &v->discard);
   if (strcmp (key, "insync") == 0)
     return parse_bool (key, val, &v->in_sync);
+  if (strcmp (key, "mig") == 0)
+    return parse_bool (key, val, &v->migrating);
+  if (strcmp (key, "handover") == 0)
+    return parse_bool (key, val, &v->handover);
   return 0;                     /* a newer peer's field */
 }
 

@@ -46,6 +46,9 @@ struct ha_view {
   struct ha_gen gen;
   bool discard;                 /* the admin chose to drop its changes */
   bool in_sync;                 /* primary: its peer has all its data */
+  /* Facts of the running daemon, never saved: */
+  bool migrating;               /* a live migration's window is open */
+  bool handover;                /* a claim: "take over as primary now" */
 };
 
 enum ha_decision {

@@ -18,62 +18,13 @@
 #include "image/image.h"
 #include "mirrord/export.h"
 #include "mirrord/mirror.h"
-#include "ha.h"
-#include "peer.h"
+#include "ha-int.h"
 #include "state.h"
-
-#define CLAIM_MARK "@@mirrord-peer,"
-#define FENCE_TIMEOUT_MS 60000
-#define RESTART_BACKOFF_NS (5ull * 1000000000)
-#define RETRY_FETCH_NS (1ull * 1000000000)
-/* After a lost replication connection: a dying process may still
- * accept (and then reset) a connection or two while the kernel closes
- * its sockets; ask again this often, a few times, until it refuses. */
-#define RECHECK_MS 50
-#define RECHECKS 10
 
 extern char **environ;
 
-struct ha {
-  struct export *e;
-  struct loop *loop;
-  char *state_path, *peer_uri, *fence_hook, *peer_user;
-  unsigned timeout_ms;
-  bool plaintext_claims;
-  struct ha_view self;
-
-  /* The peer, as last heard. */
-  struct ha_view peer;
-  bool peer_known, peer_alive, peer_plain;
-  uint64_t last_heard_ns;       /* anything: a probe or replication */
-  uint64_t last_state_ns;       /* the probe that told us PEER */
-  bool probe_urgent;            /* the probe in flight was asked now */
-  unsigned rechecks;            /* quick probes left after a lost link */
-  struct loop_source *recheck;
-  struct peer_op *probe;
-  struct loop_source *timer;
-  enum ha_decision decision;
-  bool logged_decision;
-
-  /* The resync this primary runs for the peer's generation PEER_GEN. */
-  struct peer_op *fetch;
-  struct bitmap_intent merge;   /* its regions reaching the bitmap file */
-  bool merging;
-  struct ha_gen resync_for;
-  enum ha_decision resync_decision;
-  bool resync_set;
-  uint64_t last_start_ns;
-
-  /* A promotion waiting for the fence-peer hook. */
-  pid_t fence_pid;
-  struct loop_source *fence_timer;
-  uint64_t fence_deadline_ns;
-  ha_reply_fn fence_done;
-  void *fence_opaque;
-};
-
-static int
-save (struct ha *ha)
+int
+ha_save (struct ha *ha)
 {
   if (ha_state_save (ha->state_path, &ha->self) == -1) {
     log_err ("export %s: %s", ha->e->spec.name, error_get ());
@@ -106,8 +57,8 @@ mirror_connected (const struct ha *ha)
  * enough: it means what remains fits the cut-over budget, and a sync
  * mode pass may still be copying.  Nothing dirty means every region
  * reached the peer and a flush there covered it. */
-static bool
-in_sync (const struct ha *ha)
+bool
+ha_in_sync (const struct ha *ha)
 {
   struct mirror *m = ha->e->mirror;
 
@@ -115,18 +66,16 @@ in_sync (const struct ha *ha)
     && export_dirty_bytes (ha->e) == 0 && mirror_pending_bytes (m) == 0;
 }
 
-/* The peer URI with our claim in its export name:
+/* The peer URI with VIEW as the claim in its export name:
  * nbd://host/vm1 -> nbd://host/vm1@@mirrord-peer,role=primary,cur=... */
-static int
-claim_uri (struct ha *ha, char *buf, size_t len)
+int
+ha_claim_uri_for (struct ha *ha, const struct ha_view *v, char *buf, size_t len)
 {
   char view[300];
   const char *q = strchr (ha->peer_uri, '?');
   size_t head = q ? (size_t) (q - ha->peer_uri) : strlen (ha->peer_uri);
-  struct ha_view v = ha->self;
 
-  v.in_sync = false;
-  if (ha_view_format (&v, view, sizeof view) == -1)
+  if (ha_view_format (v, view, sizeof view) == -1)
     return -1;
   for (char *p = view; *p; p++)
     if (*p == ' ')
@@ -137,8 +86,18 @@ claim_uri (struct ha *ha, char *buf, size_t len)
   return 0;
 }
 
-static void
-stop_mirror (struct ha *ha)
+/* Our claim on the replication connections. */
+static int
+claim_uri (struct ha *ha, char *buf, size_t len)
+{
+  struct ha_view v = ha->self;
+
+  v.in_sync = false;
+  return ha_claim_uri_for (ha, &v, buf, len);
+}
+
+void
+ha_stop_mirror (struct ha *ha)
 {
   if (ha->fetch) {
     peer_op_cancel (ha->fetch);
@@ -262,7 +221,7 @@ ensure_replication (struct ha *ha)
     return;
   if (!running && ha->resync_set && now - ha->last_start_ns < RESTART_BACKOFF_NS)
     return;                     /* it failed or is stopping: not in a tight loop */
-  stop_mirror (ha);
+  ha_stop_mirror (ha);
   if (m && !mirror_idle (m))
     return;                     /* the old one is still stopping */
   ha->resync_for = ha->peer.gen;
@@ -287,10 +246,10 @@ ensure_replication (struct ha *ha)
 static void
 become_splitbrain (struct ha *ha, const char *what)
 {
-  stop_mirror (ha);
+  ha_stop_mirror (ha);
   if (ha->self.disk != DISK_SPLITBRAIN) {
     ha->self.disk = DISK_SPLITBRAIN;
-    save (ha);
+    ha_save (ha);
     log_gens (ha, what);
     log_err ("export %s: nothing is overwritten until an admin demotes the "
              "side whose changes are to be discarded", ha->e->spec.name);
@@ -302,13 +261,13 @@ static void
 become_target (struct ha *ha)
 {
   if (ha->self.role == HA_PRIMARY) {
-    stop_mirror (ha);
+    ha_stop_mirror (ha);
     ha->self.role = HA_SECONDARY;
     log_gens (ha, "the peer holds a newer generation: becoming secondary");
   }
   if (ha->self.disk == DISK_UPTODATE || ha->self.disk == DISK_SPLITBRAIN) {
     ha->self.disk = DISK_OUTDATED;
-    save (ha);
+    ha_save (ha);
   }
   /* The primary has copied everything to us: take its generation. */
   if (ha->peer.role == HA_PRIMARY && ha->peer.in_sync
@@ -316,7 +275,7 @@ become_target (struct ha *ha)
     ha_gen_adopt (&ha->self.gen, &ha->peer.gen);
     ha->self.disk = DISK_UPTODATE;
     ha->self.discard = false;
-    if (save (ha) == 0) {
+    if (ha_save (ha) == 0) {
       if (ha->e->bitmap)
         bitmap_store_clear (ha->e->bitmap, 0, export_size (ha->e));
       log_info ("export %s: in sync with the primary at generation %016"
@@ -331,7 +290,7 @@ as_source (struct ha *ha)
   if (ha->self.disk == DISK_SPLITBRAIN) {
     /* The peer chose to discard its side: ours is the data now. */
     ha->self.disk = DISK_UPTODATE;
-    save (ha);
+    ha_save (ha);
     log_info ("export %s: split-brain resolved: the peer discards its "
               "changes and takes ours", ha->e->spec.name);
   }
@@ -342,14 +301,18 @@ as_source (struct ha *ha)
    * reach back further. */
   if (ha->peer.gen.current == ha->self.gen.current && ha->self.gen.bitmap) {
     ha->self.gen.bitmap = 0;
-    save (ha);
+    ha_save (ha);
   }
 }
 
 static void
 evaluate (struct ha *ha)
 {
-  enum ha_decision d = ha_decide (&ha->self, &ha->peer);
+  enum ha_decision d;
+
+  if (ha_migrate_busy (ha))
+    return;                     /* the hand-over moves the roles itself */
+  d = ha_decide (&ha->self, &ha->peer);
 
   if (d != ha->decision || !ha->logged_decision) {
     log_info ("export %s: peer is %s/%s: %s", ha->e->spec.name,
@@ -402,6 +365,7 @@ peer_down (struct ha *ha, const char *why)
   log_warn ("export %s: peer %s %s: considered down (last known %s/%s)",
             ha->e->spec.name, ha->peer_uri, why, ha_role_name (ha->peer.role),
             ha_disk_name (ha->peer.disk));
+  ha_migrate_peer_down (ha);
 }
 
 static void probe (struct ha *ha);
@@ -472,6 +436,7 @@ heard (void *opaque, int err, const char *state)
   ha->peer_known = ha->peer_alive = true;
   ha->last_heard_ns = ha->last_state_ns = loop_now_ns ();
   evaluate (ha);
+  ha_migrate_heard (ha);
 }
 
 static void
@@ -484,6 +449,13 @@ probe (struct ha *ha)
     snprintf (why, sizeof why, "is gone (%s)", strerror (error_errno ()));
     peer_down (ha, why);
   }
+}
+
+void
+ha_probe_now (struct ha *ha)
+{
+  if (ha->probe == NULL)
+    probe (ha);
 }
 
 static void
@@ -580,6 +552,8 @@ ha_accept_claim (struct ha *ha, const char *name, const char *tls_user,
               "(this side is %s)", ha_role_name (ha->self.role));
     return -1;
   }
+  if (claim.handover)
+    return ha_migrate_take_over (ha, &claim, why, len);
   d = ha_decide (&ha->self, &claim);
   if (d != HA_NO_RESYNC && !ha_decision_is_target (d)) {
     snprintf (why, len, "refusing replication from generation %016" PRIx64
@@ -593,7 +567,7 @@ ha_accept_claim (struct ha *ha, const char *name, const char *tls_user,
     /* Its writes make this disk a mix of two generations until the
      * resync completes: it must not be promoted meanwhile. */
     ha->self.disk = DISK_INCONSISTENT;
-    if (save (ha) == -1) {
+    if (ha_save (ha) == -1) {
       snprintf (why, len, "cannot save the disk state");
       return -1;
     }
@@ -627,7 +601,8 @@ ha_peer_state (struct ha *ha, char *buf, size_t len)
 {
   struct ha_view v = ha->self;
 
-  v.in_sync = in_sync (ha);
+  v.in_sync = ha_in_sync (ha);
+  ha_migrate_view (ha, &v);
   return ha_view_format (&v, buf, len);
 }
 
@@ -683,6 +658,7 @@ ha_status (struct ha *ha, json_object *o)
   json_object_object_add (o, "disk", json_object_new_string (ha_disk_name (ha->self.disk)));
   json_object_object_add (o, "generation", gen_json (&ha->self.gen));
   json_object_object_add (o, "peer", peer_json (ha));
+  ha_migrate_status (ha, o);
 }
 
 bool
@@ -693,8 +669,8 @@ ha_is_primary (const struct ha *ha)
 
 /* ---- Promote and demote ---- */
 
-static void
-do_promote (struct ha *ha, bool forced)
+void
+ha_do_promote (struct ha *ha, bool forced)
 {
   ha->self.role = HA_PRIMARY;
   ha_gen_advance (&ha->self.gen);
@@ -703,7 +679,7 @@ do_promote (struct ha *ha, bool forced)
               ha_disk_name (ha->self.disk), forced ? " (--force)" : "");
   ha->self.disk = DISK_UPTODATE;
   ha->self.discard = false;
-  save (ha);
+  ha_save (ha);
   ha->resync_set = false;
   log_info ("export %s: promoted to primary, generation %016" PRIx64
             " (bitmap from %016" PRIx64 ")", ha->e->spec.name,
@@ -739,7 +715,7 @@ fence_poll (void *opaque)
   ha->fence_timer = NULL;
   ha->fence_pid = 0;
   if (err == 0)
-    do_promote (ha, false);
+    ha_do_promote (ha, false);
   else
     log_warn ("export %s: %s", ha->e->spec.name, msg);
   ha->fence_done (ha->fence_opaque, err, msg);
@@ -770,6 +746,9 @@ ha_promote (struct ha *ha, bool force, ha_reply_fn done, void *opaque)
 {
   if (ha->self.role == HA_PRIMARY)
     return error_code (EINVAL, "export %s is already primary", ha->e->spec.name);
+  if (ha_migrate_window_open (ha) || ha_migrate_busy (ha))
+    return error_code (EBUSY, "export %s is in a live migration; migrate "
+                       "abort first", ha->e->spec.name);
   if (ha->fence_pid)
     return error_code (EBUSY, "a promotion is already waiting for the "
                        "fence-peer hook");
@@ -787,13 +766,13 @@ ha_promote (struct ha *ha, bool force, ha_reply_fn done, void *opaque)
     log_warn ("export %s: promotion forced (disk %s, peer %s)",
               ha->e->spec.name, ha_disk_name (ha->self.disk),
               ha->peer_alive ? ha_role_name (ha->peer.role) : "unreachable");
-    do_promote (ha, true);
+    ha_do_promote (ha, true);
     done (opaque, 0, "promoted (forced)");
     return 0;
   }
   if (!ha->peer_alive && ha->fence_hook)
     return run_fence_hook (ha, done, opaque);
-  do_promote (ha, false);
+  ha_do_promote (ha, false);
   done (opaque, 0, "promoted");
   return 0;
 }
@@ -803,11 +782,14 @@ ha_demote (struct ha *ha, bool force, unsigned clients)
 {
   if (ha->self.role == HA_SECONDARY && ha->self.disk != DISK_SPLITBRAIN)
     return error_code (EINVAL, "export %s is already secondary", ha->e->spec.name);
+  if (ha_migrate_busy (ha))
+    return error_code (EBUSY, "export %s is handing over to its peer",
+                       ha->e->spec.name);
   if (clients && !force)
     return error_code (EBUSY, "export %s has %u NBD client%s connected; stop "
                        "them first", ha->e->spec.name, clients,
                        clients == 1 ? "" : "s");
-  stop_mirror (ha);
+  ha_stop_mirror (ha);
   ha->self.role = HA_SECONDARY;
   if (ha->self.disk == DISK_SPLITBRAIN) {
     /* Resolving a split-brain: this side's changes go. */
@@ -819,7 +801,7 @@ ha_demote (struct ha *ha, bool force, unsigned clients)
   }
   else
     log_info ("export %s: demoted to secondary", ha->e->spec.name);
-  return save (ha);
+  return ha_save (ha);
 }
 
 /* ---- Open and close ---- */
@@ -904,6 +886,7 @@ ha_close (struct ha *ha)
     ha->fence_done (ha->fence_opaque, ECANCELED,
                     "the export was removed during the promotion");
   }
+  ha_migrate_close (ha);
   peer_op_cancel (ha->probe);
   peer_op_cancel (ha->fetch);
   if (ha->merging)

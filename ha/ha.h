@@ -84,4 +84,24 @@ typedef void (*ha_reply_fn) (void *opaque, int err, const char *msg);
 int ha_promote (struct ha *ha, bool force, ha_reply_fn done, void *opaque);
 int ha_demote (struct ha *ha, bool force, unsigned clients);
 
+/* Live migration (migrate.h, docs/migration.md).  Each returns -1 with
+ * error_set() for an immediate refusal; START and HANDOVER answer
+ * through DONE later (an errno, ETIMEDOUT after TIMEOUT_S, and a
+ * message), INCOMING and ABORT at once. */
+int ha_migrate_incoming (struct ha *ha, unsigned timeout_s);
+int ha_migrate_start (struct ha *ha, unsigned timeout_s, ha_reply_fn done,
+                      void *opaque);
+int ha_migrate_handover (struct ha *ha, unsigned timeout_s, ha_reply_fn done,
+                         void *opaque);
+int ha_migrate_abort (struct ha *ha);
+/* The migration as status shows it (a "migration" object), for the
+ * commands' replies. */
+json_object *ha_migrate_json (const struct ha *ha);
+/* A destination's window is open: the export looks writable to its
+ * clients, although their writes are refused. */
+bool ha_looks_writable (const struct ha *ha);
+/* The export's client count changed: a window whose clients all left
+ * (the QEMU using it is gone) closes. */
+void ha_clients_changed (struct ha *ha, unsigned clients);
+
 #endif

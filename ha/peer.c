@@ -16,7 +16,7 @@
 
 #define BLOCK_STATUS_CHUNK (1ull << 30)
 
-enum kind { PROBE, FETCH };
+enum kind { PROBE, FETCH, HANDOVER };
 
 struct peer_op {
   enum kind kind;
@@ -62,6 +62,8 @@ deliver (void *opaque)
   if (op->kind == PROBE)
     op->state_done (op->opaque, op->err ? op->err : op->state ? 0 : ENODATA,
                     op->state);
+  else if (op->kind == HANDOVER)
+    op->state_done (op->opaque, op->err, op->state);
   else
     op->done (op->opaque, op->err);
   op_free (op);
@@ -141,6 +143,18 @@ static void step_fetch (struct peer_op *op);
 static void
 step (struct peer_op *op)
 {
+  if (op->kind == HANDOVER) {
+    /* The peer took the claim once the export is ours (OPT_GO); then a
+     * goodbye, so that it does not take the hang-up for a peer gone. */
+    if (!op->sent && nbd_aio_is_ready (op->h)) {
+      op->sent = true;
+      if (nbd_aio_disconnect (op->h, 0) == -1)
+        finish (op, 0);
+    }
+    else if (op->sent && (nbd_aio_is_closed (op->h) || nbd_aio_is_dead (op->h)))
+      finish (op, 0);
+    return;
+  }
   if (op->kind == FETCH) {
     do
       step_fetch (op);
@@ -215,7 +229,13 @@ on_event (void *opaque, uint32_t events)
 
   if (target_handle_events (op->h, events) == -1) {
     int err = nbd_get_errno ();
+    if (op->kind == HANDOVER && op->sent) {
+      finish (op, 0);           /* after the goodbye: the peer had said yes */
+      return;
+    }
     log_debug ("peer: %s", nbd_get_error ());
+    if (op->kind == HANDOVER && op->state == NULL)
+      op->state = strdup (nbd_get_error ());
     /* The reason matters: a refused connection means no process
      * listens there any more. */
     finish (op, err > 0 ? err : ECONNRESET);
@@ -268,7 +288,8 @@ op_start (struct loop *loop, enum kind kind, const char *uri,
     goto err;
   }
   if ((kind == PROBE && nbd_set_opt_mode (op->h, true) == -1)
-      || nbd_add_meta_context (op->h, kind == PROBE ? "mirrord:" : context) == -1
+      || (kind != HANDOVER
+          && nbd_add_meta_context (op->h, kind == PROBE ? "mirrord:" : context) == -1)
       || target_setup_handle (op->h, uri) == -1
       || nbd_aio_connect_uri (op->h, uri) == -1
       || (fd = nbd_aio_get_fd (op->h)) == -1) {
@@ -314,6 +335,19 @@ peer_fetch_bitmap (struct loop *loop, const char *uri, const char *context,
     op->size = size;
     op->dirty = dirty;
     op->done = done;
+    op->opaque = opaque;
+  }
+  return op;
+}
+
+struct peer_op *
+peer_handover (struct loop *loop, const char *uri, unsigned timeout_ms,
+               peer_state_fn done, void *opaque)
+{
+  struct peer_op *op = op_start (loop, HANDOVER, uri, timeout_ms, NULL);
+
+  if (op) {
+    op->state_done = done;
     op->opaque = opaque;
   }
   return op;

@@ -42,6 +42,12 @@ struct peer_op *peer_fetch_bitmap (struct loop *loop, const char *uri,
                                    const char *context, uint64_t size,
                                    unsigned timeout_ms, peer_extent_fn dirty,
                                    peer_done_fn done, void *opaque);
+/* handover: connects to URI (a claim carrying "handover=1") through
+ * OPT_GO and hangs up: the peer took over (0) or refused (an errno,
+ * STATE then holds libnbd's message, the peer's reason in it). */
+struct peer_op *peer_handover (struct loop *loop, const char *uri,
+                               unsigned timeout_ms, peer_state_fn done,
+                               void *opaque);
 void peer_op_cancel (struct peer_op *op);
 
 #endif

@@ -49,7 +49,7 @@ ha_state_load (const char *path, struct ha_view *v)
     error_prefix ("%s", path);
     goto out;
   }
-  v->in_sync = false;           /* a fact of the running daemon only */
+  v->in_sync = v->migrating = v->handover = false;   /* facts of the running daemon */
   r = 0;
  out:
   fclose (fp);
@@ -63,7 +63,7 @@ ha_state_save (const char *path, const struct ha_view *v)
   struct ha_view copy = *v;
   int n;
 
-  copy.in_sync = false;
+  copy.in_sync = copy.migrating = copy.handover = false;
   if (ha_view_format (&copy, line, sizeof line) == -1)
     return -1;
   n = snprintf (buf, sizeof buf, MAGIC "\n%s\ncrc=%08x\n", line, checksum (line));

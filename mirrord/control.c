@@ -326,7 +326,7 @@ promoted (void *opaque, int err, const char *msg)
   struct waiter *w = opaque;
 
   if (err) {
-    error_set (err, "%s", msg);
+    error_code (err, "%s", msg);
     waiter_done (w, NULL);
     return;
   }
@@ -490,10 +490,82 @@ cmd_mirror_cutover (json_object *req, struct client *c)
   return PENDING;
 }
 
+/* ---- Live migration (ha.h, docs/migration.md) ---- */
+
+static unsigned
+ms_to_s (unsigned ms)
+{
+  return ms == 0 ? 0 : ms / 1000 + (ms % 1000 != 0);
+}
+
+static json_object *
+cmd_migrate_incoming (json_object *req, struct client *c)
+{
+  struct export *e;
+  unsigned timeout_ms;
+
+  (void) c;
+  if ((e = get_ha_export (req)) == NULL || get_timeout_ms (req, &timeout_ms) == -1
+      || ha_migrate_incoming (e->ha, ms_to_s (timeout_ms)) == -1)
+    return NULL;
+  return status_export_json (e);
+}
+
+static json_object *
+cmd_migrate_abort (json_object *req, struct client *c)
+{
+  struct export *e;
+
+  (void) c;
+  if ((e = get_ha_export (req)) == NULL || ha_migrate_abort (e->ha) == -1)
+    return NULL;
+  return status_export_json (e);
+}
+
+/* start and handover answer once their step is over; the reply is the
+ * export's status, with the migration in it. */
+static json_object *
+migrate_pending (json_object *req, struct client *c,
+                 int (*fn) (struct ha *, unsigned, ha_reply_fn, void *))
+{
+  struct export *e;
+  struct waiter *w;
+  unsigned timeout_ms;
+
+  if ((e = get_ha_export (req)) == NULL || get_timeout_ms (req, &timeout_ms) == -1)
+    return NULL;
+  if ((w = waiter_new (c, e)) == NULL) {
+    error_set (ENOMEM, "allocating");
+    return NULL;
+  }
+  if (fn (e->ha, ms_to_s (timeout_ms), promoted, w) == -1) {
+    export_unref (e);
+    free (w);
+    return NULL;
+  }
+  return PENDING;
+}
+
+static json_object *
+cmd_migrate_start (json_object *req, struct client *c)
+{
+  return migrate_pending (req, c, ha_migrate_start);
+}
+
+static json_object *
+cmd_migrate_handover (json_object *req, struct client *c)
+{
+  return migrate_pending (req, c, ha_migrate_handover);
+}
+
 static const struct {
   const char *name;
   command_fn fn;
 } commands[] = {
+  { "migrate-incoming", cmd_migrate_incoming },
+  { "migrate-start", cmd_migrate_start },
+  { "migrate-handover", cmd_migrate_handover },
+  { "migrate-abort", cmd_migrate_abort },
   { "promote", cmd_promote },
   { "verify", cmd_verify },
   { "demote", cmd_demote },

@@ -360,6 +360,8 @@ export_attach (struct export *e, struct export_client *c)
 {
   list_add_tail (&e->clients, &c->node);
   e->nr_clients++;
+  if (!c->peer && e->ha)
+    ha_clients_changed (e->ha, ++e->nr_guests);
 }
 
 void
@@ -367,6 +369,8 @@ export_detach (struct export *e, struct export_client *c)
 {
   list_del (&c->node);
   e->nr_clients--;
+  if (!c->peer && e->ha)
+    ha_clients_changed (e->ha, --e->nr_guests);
   /* The peer's replication connection dropped without a goodbye: its
    * process may have died (kill -9, a crash).  Ask now, not after
    * peer-timeout: an admin promoting this side must not be refused
@@ -392,6 +396,14 @@ export_writable_by (const struct export *e, const struct export_client *c)
     return !e->spec.readonly && !e->img->readonly && e->ha
       && !ha_is_primary (e->ha);
   return export_writable (e);
+}
+
+bool
+export_looks_writable_by (const struct export *e, const struct export_client *c)
+{
+  return export_writable_by (e, c)
+    || (!(c && c->peer) && e->ha && ha_looks_writable (e->ha)
+        && !e->spec.readonly && !e->img->readonly);
 }
 
 uint64_t

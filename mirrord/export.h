@@ -118,6 +118,7 @@ struct export {
   bool from_config;             /* SIGHUP reload may remove it */
   struct list clients;
   unsigned nr_clients;
+  unsigned nr_guests;           /* of them, not the HA peer's */
   struct list node;
   /* Statistics for status. */
   uint64_t bytes_read, bytes_written;
@@ -195,6 +196,10 @@ bool export_writable (const struct export *e);
 /* Writable for this client (the HA peer may write to a secondary). */
 bool export_writable_by (const struct export *e,
                          const struct export_client *c);
+/* What the NBD flags advertise: writable, or in a live migration's
+ * incoming window (ha.h), writable-looking while writes are refused. */
+bool export_looks_writable_by (const struct export *e,
+                               const struct export_client *c);
 uint64_t export_size (const struct export *e);
 
 /* The data path: like image_submit(), with the export's policy.

@@ -244,6 +244,16 @@ mirror_start (struct export *e, const struct mirror_opts *o)
 /* ---- Cancel, free ---- */
 
 void
+mirror_set_async (struct mirror *m, bool async)
+{
+  if (m->async == async)
+    return;
+  m->async = async;
+  log_info ("export %s: mirror to %s: now %s", m->exp->spec.name, m->label,
+            async ? "async" : "sync");
+}
+
+void
 mirror_cancel (struct mirror *m, bool keep_job)
 {
   if (m == NULL || mirror_stopping (m))

@@ -78,6 +78,10 @@ int mirror_when_durable (struct mirror *m, mirror_durable_fn done,
                          void *opaque);
 /* No copy or target command in flight: safe to free. */
 bool mirror_idle (const struct mirror *m);
+/* Switches between sync and async forwarding (a live migration's window
+ * runs sync): writes from now on follow the new mode; async forwards in
+ * flight complete as they are. */
+void mirror_set_async (struct mirror *m, bool async);
 void mirror_free (struct mirror *m);
 
 enum mirror_state mirror_state (const struct mirror *m);

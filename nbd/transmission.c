@@ -31,7 +31,7 @@ transmission_flags (const struct conn *c, const struct export *e)
 
   if (c->structured)
     f |= NBD_FLAG_SEND_DF;
-  if (export_writable_by (e, &c->client))
+  if (export_looks_writable_by (e, &c->client))
     f |= NBD_FLAG_SEND_TRIM | NBD_FLAG_SEND_WRITE_ZEROES
       | NBD_FLAG_SEND_FAST_ZERO;
   else
