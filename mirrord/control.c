@@ -526,7 +526,8 @@ cmd_migrate_abort (json_object *req, struct client *c)
  * export's status, with the migration in it. */
 static json_object *
 migrate_pending (json_object *req, struct client *c,
-                 int (*fn) (struct ha *, unsigned, ha_reply_fn, void *))
+                 int (*fn) (struct ha *, unsigned, ha_reply_fn, void *),
+                 ha_reply_fn done)
 {
   struct export *e;
   struct waiter *w;
@@ -538,7 +539,7 @@ migrate_pending (json_object *req, struct client *c,
     error_set (ENOMEM, "allocating");
     return NULL;
   }
-  if (fn (e->ha, ms_to_s (timeout_ms), promoted, w) == -1) {
+  if (fn (e->ha, ms_to_s (timeout_ms), done, w) == -1) {
     export_unref (e);
     free (w);
     return NULL;
@@ -546,16 +547,35 @@ migrate_pending (json_object *req, struct client *c,
   return PENDING;
 }
 
+static void
+handed_over (void *opaque, int err, const char *msg)
+{
+  struct waiter *w = opaque;
+  json_object *r, *m;
+
+  if (err) {
+    error_code (err, "%s", msg);
+    waiter_done (w, NULL);
+    return;
+  }
+  r = status_export_json (w->e);
+  m = ha_migrate_json (w->e->ha);
+  json_object_object_add (r, "handover_ms",
+                          json_object_get (json_object_object_get (m, "handover_ms")));
+  json_object_put (m);
+  waiter_done (w, r);
+}
+
 static json_object *
 cmd_migrate_start (json_object *req, struct client *c)
 {
-  return migrate_pending (req, c, ha_migrate_start);
+  return migrate_pending (req, c, ha_migrate_start, promoted);
 }
 
 static json_object *
 cmd_migrate_handover (json_object *req, struct client *c)
 {
-  return migrate_pending (req, c, ha_migrate_handover);
+  return migrate_pending (req, c, ha_migrate_handover, handed_over);
 }
 
 static const struct {
