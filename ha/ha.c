@@ -175,7 +175,7 @@ peer_dirty (void *opaque, uint64_t offset, uint64_t length)
 {
   struct ha *ha = opaque;
 
-  bitmap_store_mark (ha->e->bitmap, offset, length);
+  export_bitmap_mark (ha->e, offset, length);
 }
 
 /* The peer's regions are on disk in our bitmap: a crash from now on
@@ -317,8 +317,7 @@ become_target (struct ha *ha)
     ha->self.disk = DISK_UPTODATE;
     ha->self.discard = false;
     if (save (ha) == 0) {
-      if (ha->e->bitmap)
-        bitmap_store_clear (ha->e->bitmap, 0, export_size (ha->e));
+      export_bitmap_clear (ha->e, 0, export_size (ha->e));
       log_info ("export %s: in sync with the primary at generation %016"
                 PRIx64, ha->e->spec.name, ha->self.gen.current);
     }

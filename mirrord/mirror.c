@@ -756,7 +756,7 @@ lag_limit (const struct mirror *m)
 
 struct blocked {
   struct list node;
-  struct export_io *x;          /* NULL once detached (async) */
+  struct blk_req *x;          /* NULL once detached (async) */
   mirror_write_fn done;
   struct mirror *m;
   int forwarded;                /* 0 once the target has the write */
@@ -1432,7 +1432,7 @@ detach_and_forward (struct mirror *m, struct blocked *b)
     memcpy (d->own_buf, b->buf, b->len);
     d->buf = d->own_buf;
   }
-  bitmap_store_share_intent (m->exp->bitmap, &d->in, &b->x->intent);
+  bitmap_store_share_intent (m->exp->bitmap, &d->in, b->x->intent);
   m->fwd_bytes += d->len;
   m->fwd_ops++;
   b->forwarded = 0;             /* D holds the region now */
@@ -1462,7 +1462,7 @@ mirror_forwards_writes (const struct mirror *m)
 }
 
 int
-mirror_guest_write (struct mirror *m, struct export_io *x, mirror_write_fn done)
+mirror_guest_write (struct mirror *m, struct blk_req *x, mirror_write_fn done)
 {
   struct image_io *io = &x->io;
   struct blocked *b;
@@ -1511,7 +1511,7 @@ flushed (void *opaque, int err)
 }
 
 int
-mirror_guest_flush (struct mirror *m, struct export_io *x, mirror_write_fn done)
+mirror_guest_flush (struct mirror *m, struct blk_req *x, mirror_write_fn done)
 {
   struct blocked *b;
 
