@@ -27,10 +27,7 @@ submit (struct blk *b, struct blk_req *req)
 static unsigned
 flags (struct blk *b)
 {
-  unsigned f = BLK_CAN_FLUSH | BLK_CAN_FUA | BLK_CAN_TRIM | BLK_CAN_ZERO
-    | BLK_CAN_FAST_ZERO | BLK_CAN_MULTI_CONN | BLK_CAN_CACHE;
-
-  return of (b)->img->readonly ? f | BLK_READ_ONLY : f;
+  return of (b)->img->readonly ? BLK_CAN_ALL | BLK_READ_ONLY : BLK_CAN_ALL;
 }
 
 static uint64_t

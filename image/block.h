@@ -46,6 +46,9 @@
 #define BLK_CAN_FAST_ZERO   (1u << 5)
 #define BLK_CAN_MULTI_CONN  (1u << 6)
 #define BLK_CAN_CACHE       (1u << 7)
+/* What a disk that serves every command offers. */
+#define BLK_CAN_ALL (BLK_CAN_FLUSH | BLK_CAN_FUA | BLK_CAN_TRIM | BLK_CAN_ZERO \
+                     | BLK_CAN_FAST_ZERO | BLK_CAN_MULTI_CONN | BLK_CAN_CACHE)
 
 struct blk;
 struct blk_req;

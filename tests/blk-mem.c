@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/log.h"
 #include "blk-mem.h"
 
 #define BLOCK 4096u
@@ -129,10 +130,7 @@ submit (struct blk *b, struct blk_req *req)
 static unsigned
 flags (struct blk *b)
 {
-  unsigned f = BLK_CAN_FLUSH | BLK_CAN_FUA | BLK_CAN_TRIM | BLK_CAN_ZERO
-    | BLK_CAN_FAST_ZERO | BLK_CAN_MULTI_CONN | BLK_CAN_CACHE;
-
-  return of (b)->readonly ? f | BLK_READ_ONLY : f;
+  return of (b)->readonly ? BLK_CAN_ALL | BLK_READ_ONLY : BLK_CAN_ALL;
 }
 
 static uint64_t
@@ -205,4 +203,73 @@ blk_test_run (struct loop *loop, const bool *done)
     loop_run (loop);
   loop_source_remove (t);
   return done ? *done : true;
+}
+
+static unsigned replies;
+
+static void
+test_io_done (struct image_io *io, int err)
+{
+  struct blk_test_io *x = io->opaque;
+
+  x->done = true;
+  x->err = err;
+  x->order = ++replies;
+}
+
+void
+blk_test_prepare (struct blk_test_io *x, enum image_cmd cmd, unsigned flags,
+                  uint64_t off, uint64_t count, void *buf)
+{
+  memset (x, 0, sizeof *x);
+  blk_req_init (&x->req);
+  x->req.io.cmd = cmd;
+  x->req.io.flags = flags;
+  x->req.io.offset = off;
+  x->req.io.count = count;
+  x->req.io.buf = buf;
+  x->req.io.done = test_io_done;
+  x->req.io.opaque = x;
+}
+
+void
+blk_test_submit (struct blk *b, struct blk_test_io *x, enum image_cmd cmd,
+                 unsigned flags, uint64_t off, uint64_t count, void *buf)
+{
+  blk_test_prepare (x, cmd, flags, off, count, buf);
+  blk_submit (b, &x->req);
+}
+
+unsigned
+blk_test_replies (void)
+{
+  return replies;
+}
+
+void
+blk_test_reset (void)
+{
+  replies = 0;
+}
+
+struct loop *
+blk_test_start (struct blk_mem *m, uint64_t size)
+{
+  struct loop *loop;
+
+  log_init ("test", false, 0);
+  loop = loop_new ();
+  if (loop && blk_mem_init (m, loop, size, false) == -1) {
+    loop_free (loop);
+    loop = NULL;
+  }
+  blk_test_reset ();
+  return loop;
+}
+
+void
+blk_test_end (struct loop *loop, struct blk_mem *m)
+{
+  blk_mem_free (m);
+  loop_free (loop);
 }

@@ -41,6 +41,29 @@ void blk_mem_free (struct blk_mem *m);
 /* Completes the held requests, in order (from the loop). */
 void blk_mem_release (struct blk_mem *m);
 
+/* A test's request: what came back, in which order. */
+struct blk_test_io {
+  struct blk_req req;
+  bool done;
+  int err;
+  unsigned order;               /* 1 for the first reply, and so on */
+};
+
+/* Fills X afresh: CMD, FLAGS over [OFF, OFF+COUNT) with buffer BUF. */
+void blk_test_prepare (struct blk_test_io *x, enum image_cmd cmd,
+                       unsigned flags, uint64_t off, uint64_t count, void *buf);
+/* The same, then submits it to B. */
+void blk_test_submit (struct blk *b, struct blk_test_io *x, enum image_cmd cmd,
+                      unsigned flags, uint64_t off, uint64_t count, void *buf);
+/* Replies seen so far (blk_test_io.order); 0 again after reset. */
+unsigned blk_test_replies (void);
+void blk_test_reset (void);
+
+/* A test's loop and a writable memory disk of SIZE bytes on it (NULL
+ * on failure), and their end. */
+struct loop *blk_test_start (struct blk_mem *m, uint64_t size);
+void blk_test_end (struct loop *loop, struct blk_mem *m);
+
 /* For tests: runs LOOP until *DONE (NULL: for one short moment, so
  * deferred completions run); false after 5 s without. */
 bool blk_test_run (struct loop *loop, const bool *done);

@@ -37,21 +37,12 @@ h_before (void *h)
 }
 static void h_begin (void *h) { host.in_flight++; host.begun++; }
 
-struct io {
-  struct blk_req req;
-  bool done;
-  int err;
-  unsigned order;
-};
-
-static unsigned replies;
-
 static void
 h_end (void *h)
 {
   host.in_flight--;
   host.ended++;
-  host.replied_before_end = replies >= host.ended;
+  host.replied_before_end = blk_test_replies () >= host.ended;
 }
 
 static const struct gate_ops ops = {
@@ -66,39 +57,18 @@ static struct gate_stats stats;
 static uint8_t buf[4096];
 
 static void
-io_done (struct image_io *io, int err)
+submit (struct blk_test_io *x, enum image_cmd cmd, uint64_t off, uint64_t count)
 {
-  struct io *x = io->opaque;
-
-  x->done = true;
-  x->err = err;
-  x->order = ++replies;
-}
-
-static void
-submit (struct io *x, enum image_cmd cmd, uint64_t off, uint64_t count)
-{
-  memset (x, 0, sizeof *x);
-  blk_req_init (&x->req);
-  x->req.io.cmd = cmd;
-  x->req.io.offset = off;
-  x->req.io.count = count;
-  x->req.io.buf = buf;
-  x->req.io.done = io_done;
-  x->req.io.opaque = x;
-  blk_submit (&gate.blk, &x->req);
+  blk_test_submit (&gate.blk, x, cmd, 0, off, count, buf);
 }
 
 static int
 setup (void **state)
 {
-  log_init ("test", false, 0);
-  loop = loop_new ();
+  loop = blk_test_start (&mem, SIZE);
   assert_non_null (loop);
-  assert_int_equal (blk_mem_init (&mem, loop, SIZE, false), 0);
   memset (&host, 0, sizeof host);
   memset (&stats, 0, sizeof stats);
-  replies = 0;
   host.writable = true;
   gate_init (&gate, &mem.blk, &ops, &host, &stats, true);
   return 0;
@@ -107,15 +77,14 @@ setup (void **state)
 static int
 teardown (void **state)
 {
-  blk_mem_free (&mem);
-  loop_free (loop);
+  blk_test_end (loop, &mem);
   return 0;
 }
 
 static void
 test_passes (void **state)
 {
-  struct io r, w;
+  struct blk_test_io r, w;
 
   submit (&r, IMAGE_READ, 0, 512);
   submit (&w, IMAGE_WRITE, 4096, 4096);
@@ -135,7 +104,7 @@ test_passes (void **state)
 static void
 test_refuses_when_not_writable (void **state)
 {
-  struct io w, z, t, r;
+  struct blk_test_io w, z, t, r;
 
   host.writable = false;
   assert_true (blk_flags (&gate.blk) & BLK_READ_ONLY);
@@ -157,7 +126,7 @@ test_refuses_when_not_writable (void **state)
 static void
 test_before_write_fails (void **state)
 {
-  struct io w;
+  struct blk_test_io w;
 
   host.fail_before = true;
   submit (&w, IMAGE_WRITE, 0, 512);
@@ -169,7 +138,7 @@ test_before_write_fails (void **state)
 static void
 test_holds_and_releases_in_order (void **state)
 {
-  struct io a, b, r;
+  struct blk_test_io a, b, r;
 
   host.holding = true;
   submit (&a, IMAGE_WRITE, 0, 512);
@@ -194,7 +163,7 @@ test_holds_and_releases_in_order (void **state)
 static void
 test_release_after_cut_over_refuses (void **state)
 {
-  struct io a;
+  struct blk_test_io a;
 
   host.holding = true;
   submit (&a, IMAGE_WRITE, 0, 512);
@@ -209,7 +178,7 @@ test_release_after_cut_over_refuses (void **state)
 static void
 test_counts_writes_in_flight (void **state)
 {
-  struct io w, bad;
+  struct blk_test_io w, bad;
 
   mem.hold = true;
   submit (&w, IMAGE_WRITE, 0, 512);

@@ -88,44 +88,21 @@ static struct mirror fake, *job;
 static struct replicate rep;
 static uint8_t buf[4096];
 
-struct io {
-  struct blk_req req;
-  bool done;
-  int err;
-};
-
 static void
-io_done (struct image_io *io, int err)
+submit (struct blk_test_io *x, enum image_cmd cmd, unsigned flags)
 {
-  struct io *x = io->opaque;
+  bool flush = cmd == IMAGE_FLUSH;
 
-  x->done = true;
-  x->err = err;
-}
-
-static void
-submit (struct io *x, enum image_cmd cmd, unsigned flags)
-{
-  memset (x, 0, sizeof *x);
-  blk_req_init (&x->req);
-  x->req.io.cmd = cmd;
-  x->req.io.flags = flags;
-  x->req.io.offset = cmd == IMAGE_FLUSH ? 0 : 4096;
-  x->req.io.count = cmd == IMAGE_FLUSH ? 0 : 4096;
-  x->req.io.buf = buf;
-  x->req.io.done = io_done;
-  x->req.io.opaque = x;
-  x->req.forwarded = ENOTCONN;          /* as the tracker above sets it */
+  blk_test_prepare (x, cmd, flags, flush ? 0 : 4096, flush ? 0 : 4096, buf);
+  x->req.forwarded = ENOTCONN;  /* as the tracker above sets it */
   blk_submit (&rep.blk, &x->req);
 }
 
 static int
 setup (void **state)
 {
-  log_init ("test", false, 0);
-  loop = loop_new ();
+  loop = blk_test_start (&mem, SIZE);
   assert_non_null (loop);
-  assert_int_equal (blk_mem_init (&mem, loop, SIZE, false), 0);
   memset (&fake, 0, sizeof fake);
   job = &fake;
   replicate_init (&rep, &mem.blk, &job);
@@ -135,15 +112,14 @@ setup (void **state)
 static int
 teardown (void **state)
 {
-  blk_mem_free (&mem);
-  loop_free (loop);
+  blk_test_end (loop, &mem);
   return 0;
 }
 
 static void
 test_no_mirror_passes (void **state)
 {
-  struct io w, f;
+  struct blk_test_io w, f;
 
   job = NULL;
   submit (&w, IMAGE_WRITE, 0);
@@ -159,7 +135,7 @@ test_no_mirror_passes (void **state)
 static void
 test_sync_parallel_local_first (void **state)
 {
-  struct io w;
+  struct blk_test_io w;
 
   fake.forwards = true;
   fake.take = 1;
@@ -181,7 +157,7 @@ test_sync_parallel_local_first (void **state)
 static void
 test_sync_parallel_target_first (void **state)
 {
-  struct io w;
+  struct blk_test_io w;
 
   fake.forwards = true;
   fake.take = 1;
@@ -199,7 +175,7 @@ test_sync_parallel_target_first (void **state)
 static void
 test_after_local_write (void **state)
 {
-  struct io w;
+  struct blk_test_io w;
 
   fake.take = 1;                        /* async forward, or blocking */
   submit (&w, IMAGE_WRITE, 0);
@@ -217,7 +193,7 @@ test_after_local_write (void **state)
 static void
 test_mirror_declines (void **state)
 {
-  struct io w, p;
+  struct blk_test_io w, p;
 
   fake.forwards = true;                 /* queue full: declines at once */
   submit (&p, IMAGE_WRITE, 0);
@@ -234,7 +210,7 @@ test_mirror_declines (void **state)
 static void
 test_local_failure (void **state)
 {
-  struct io w;
+  struct blk_test_io w;
 
   fake.take = 1;
   mem.fail_err = EIO;
@@ -247,7 +223,7 @@ test_local_failure (void **state)
 static void
 test_flush_covers_target (void **state)
 {
-  struct io f;
+  struct blk_test_io f;
 
   fake.take_flush = 1;
   submit (&f, IMAGE_FLUSH, 0);

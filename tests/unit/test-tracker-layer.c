@@ -58,37 +58,14 @@ static const struct blk_ops fwd_ops = {
   .trim = fwd_write,
 };
 
-struct io {
-  struct blk_req req;
-  bool done;
-  int err;
-};
-
 static void
-io_done (struct image_io *io, int err)
+submit (struct blk_test_io *x, enum image_cmd cmd, uint64_t off, uint64_t count)
 {
-  struct io *x = io->opaque;
-
-  x->done = true;
-  x->err = err;
+  blk_test_submit (&trk.blk, x, cmd, 0, off, count, buf);
 }
 
 static void
-submit (struct io *x, enum image_cmd cmd, uint64_t off, uint64_t count)
-{
-  memset (x, 0, sizeof *x);
-  blk_req_init (&x->req);
-  x->req.io.cmd = cmd;
-  x->req.io.offset = off;
-  x->req.io.count = count;
-  x->req.io.buf = buf;
-  x->req.io.done = io_done;
-  x->req.io.opaque = x;
-  blk_submit (&trk.blk, &x->req);
-}
-
-static void
-run (struct io *x)
+run (struct blk_test_io *x)
 {
   assert_true (blk_test_run (loop, &x->done));
 }
@@ -101,12 +78,12 @@ setup (void **state)
   };
 
   unlink (path);
-  loop = loop_new ();
+  loop = blk_test_start (&mem, SIZE);
+  assert_non_null (loop);
   ioq = ioq_new (loop, 64, 2);
   assert_non_null (ioq);
   store = bitmap_store_open (&o, ioq);
   assert_non_null (store);
-  assert_int_equal (blk_mem_init (&mem, loop, SIZE, false), 0);
   blk_init (&fwd.blk, &fwd_ops, &mem.blk, NULL);
   fwd.forwarded = ENOTCONN;
   tracker_init (&trk, &fwd.blk, store, "t");
@@ -117,9 +94,8 @@ static int
 teardown (void **state)
 {
   assert_int_equal (bitmap_store_close (store), 0);
-  blk_mem_free (&mem);
   ioq_free (ioq);
-  loop_free (loop);
+  blk_test_end (loop, &mem);
   return 0;
 }
 
@@ -144,7 +120,7 @@ group_teardown (void **state)
 static void
 test_intent_before_data (void **state)
 {
-  struct io w;
+  struct blk_test_io w;
 
   submit (&w, IMAGE_WRITE, 3 * G, 4096);
   assert_int_equal (mem.nr[IMAGE_WRITE], 0);    /* waits for the file */
@@ -159,7 +135,7 @@ test_intent_before_data (void **state)
 static void
 test_forwarded_ends_clean (void **state)
 {
-  struct io w;
+  struct blk_test_io w;
 
   fwd.forwarded = 0;
   submit (&w, IMAGE_ZERO, 0, 2 * G);
@@ -172,7 +148,7 @@ test_forwarded_ends_clean (void **state)
 static void
 test_failed_write_stays_dirty (void **state)
 {
-  struct io w;
+  struct blk_test_io w;
 
   fwd.forwarded = 0;
   mem.fail_err = EIO;
@@ -185,7 +161,7 @@ test_failed_write_stays_dirty (void **state)
 static void
 test_others_pass_unmarked (void **state)
 {
-  struct io r, f, out, empty;
+  struct blk_test_io r, f, out, empty;
 
   submit (&r, IMAGE_READ, 0, 4096);
   submit (&f, IMAGE_FLUSH, 0, 0);
