@@ -132,31 +132,6 @@ resume_mirror_as (struct export *e, bool plain_peer)
     log_err ("export %s: mirror to %s: %s", e->spec.name, uri, error_get ());
 }
 
-static int
-open_ha (struct export *e)
-{
-  char path[4200], user[256];
-  struct ha_opts o = {
-    .state_path = path, .peer_uri = e->spec.peer,
-    .initial_role = e->spec.role == ROLE_SECONDARY ? HA_SECONDARY : HA_PRIMARY,
-    .timeout_ms = e->spec.peer_timeout_ms, .fence_hook = e->spec.fence_peer,
-    .peer_user = e->spec.peer_user, .plaintext_claims = reg.plaintext_peers,
-  };
-
-  /* Both sides describe the pair alike: by default the peer replicates
-   * as the identity this side presents to it. */
-  if (o.peer_user == NULL && target_tls_identity (e->spec.peer, user, sizeof user) == 0)
-    o.peer_user = user;
-
-  if (e->bitmap == NULL)
-    return error_set (EINVAL, "a peer needs the dirty bitmap (bitmap=false)");
-  if (e->state_prefix == NULL)
-    return error_set (ENOMEM, "allocating");
-  snprintf (path, sizeof path, "%s.ha", e->state_prefix);
-  e->ha = ha_open (e, &o);
-  return e->ha ? 0 : -1;
-}
-
 static void
 resume_mirror (struct export *e)
 {
@@ -215,7 +190,7 @@ export_add (const struct export_spec *spec, bool from_config)
   list_init (&e->clients);
   if (asprintf (&e->state_prefix, "%s/%s", reg.state_dir, spec->name) == -1)
     e->state_prefix = NULL;
-  if (spec->peer && open_ha (e) == -1) {
+  if (spec->peer && export_open_ha (e, reg.plaintext_peers) == -1) {
     error_prefix ("export %s", spec->name);
     if (bitmap_store_close (e->bitmap) == -1)
       log_err ("export %s: %s", spec->name, error_get ());

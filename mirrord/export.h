@@ -150,6 +150,10 @@ extern const struct server_meta_provider *const export_meta_providers[EXPORT_NR_
 
 /* Builds E's stack over its open image and bitmap (export-stack.c). */
 void export_build_stack (struct export *e);
+/* Opens E's HA pair (export-ha.c: ha/ sees the export and its mirror
+ * through struct ha_host_ops).  PLAINTEXT_CLAIMS: --insecure.  -1 with
+ * error_set(). */
+int export_open_ha (struct export *e, bool plaintext_claims);
 
 /* Identity (export-identity.c).  One file, one export: -1 with
  * error_set() when SPEC's file is already exported. */

@@ -164,7 +164,8 @@ opt_export_name (struct conn *c, const uint8_t *data, uint32_t len)
     else if (r == SERVER_LOOKUP_REFUSED)
       log_warn ("%s: %s", c->peer, why);
     free (name);
-    conn_want_close (c);
+    if (!c->closed)             /* out of memory closed it already */
+      conn_want_close (c);
     return;
   }
   free (name);
