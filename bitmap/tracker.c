@@ -46,10 +46,7 @@ written (struct image_io *io, int err)
   struct frame *f = io->opaque;
   struct blk_req *req = blk_req_of (io);
 
-  if (err == 0 && req->forwarded == 0)
-    bitmap_store_end_write_clean (f->t->store, &f->intent);
-  else
-    bitmap_store_end_write (f->t->store, &f->intent);
+  tracker_end (f->t, &f->intent, err == 0 && req->forwarded == 0);
   req->intent = NULL;
   objcache_put (&frame_cache, f);
   blk_req_return (req, err);
@@ -90,8 +87,7 @@ tracker_write (struct blk *b, struct blk_req *req)
   req->intent = &f->intent;
   req->forwarded = ENOTCONN;
   blk_req_push (req, written, f);
-  if (bitmap_store_begin_write (t->store, &f->intent, req->io.offset,
-                                req->io.count) == 1)
+  if (tracker_begin (t, &f->intent, req->io.offset, req->io.count) == 1)
     blk_submit_lower (b, req);
 }
 
@@ -149,4 +145,33 @@ uint64_t
 tracker_dirty_bytes (const struct tracker *t)
 {
   return t ? bitmap_store_dirty_bytes (t->store) : 0;
+}
+
+int
+tracker_begin (struct tracker *t, struct bitmap_intent *in, uint64_t offset,
+               uint64_t length)
+{
+  return bitmap_store_begin_write (t->store, in, offset, length);
+}
+
+void
+tracker_end (struct tracker *t, struct bitmap_intent *in, bool clean)
+{
+  if (clean)
+    bitmap_store_end_write_clean (t->store, in);
+  else
+    bitmap_store_end_write (t->store, in);
+}
+
+void
+tracker_share (struct tracker *t, struct bitmap_intent *dst,
+               const struct bitmap_intent *src)
+{
+  bitmap_store_share_intent (t->store, dst, src);
+}
+
+struct dirty_bitmap *
+tracker_live (struct tracker *t)
+{
+  return bitmap_store_live (t->store);
 }

@@ -2,6 +2,7 @@
 #ifndef MIRRORD_BITMAP_TRACKER_H
 #define MIRRORD_BITMAP_TRACKER_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "bitmap/store.h"
@@ -44,5 +45,17 @@ void tracker_mark (struct tracker *t, uint64_t offset, uint64_t length);
 /* The region's data is safe elsewhere (LENGTH 0: to the end). */
 void tracker_clear (struct tracker *t, uint64_t offset, uint64_t length);
 uint64_t tracker_dirty_bytes (const struct tracker *t);
+
+/* For the mirror job, which keeps regions recorded beyond a guest
+ * write's life (mirror.c still calls bitmap_store_* directly; these
+ * are where it moves to).  As bitmap_store_begin_write(),
+ * end_write()/end_write_clean() (CLEAN), share_intent(), and the live
+ * bitmap its passes freeze. */
+int tracker_begin (struct tracker *t, struct bitmap_intent *in,
+                   uint64_t offset, uint64_t length);
+void tracker_end (struct tracker *t, struct bitmap_intent *in, bool clean);
+void tracker_share (struct tracker *t, struct bitmap_intent *dst,
+                    const struct bitmap_intent *src);
+struct dirty_bitmap *tracker_live (struct tracker *t);
 
 #endif

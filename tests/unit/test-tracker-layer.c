@@ -203,6 +203,33 @@ test_extents_mark_clear (void **state)
   image_extents_free (&e);
 }
 
+/* The mirror's API: a long-lived intent, shared past its source. */
+static bool intent_ready_seen;
+
+static void
+on_ready (struct bitmap_intent *in, int err)
+{
+  assert_int_equal (err, 0);
+  intent_ready_seen = true;
+}
+
+static void
+test_mirror_api (void **state)
+{
+  struct bitmap_intent src = { .ready = on_ready }, dst = { 0 };
+
+  intent_ready_seen = false;
+  if (tracker_begin (&trk, &src, 8 * G, G) == 0)
+    assert_true (blk_test_run (loop, &intent_ready_seen));
+  assert_true (bitmap_store_ondisk_bytes (store) >= G);
+  tracker_share (&trk, &dst, &src);
+  tracker_end (&trk, &src, true);               /* clean: no live bit */
+  assert_int_equal (tracker_dirty_bytes (&trk), 0);
+  tracker_end (&trk, &dst, false);              /* kept for a pass */
+  assert_true (dirty_bitmap_is_dirty (tracker_live (&trk), 8 * G, 1));
+  assert_int_equal (tracker_dirty_bytes (&trk), G);
+}
+
 int
 main (void)
 {
@@ -212,6 +239,7 @@ main (void)
     cmocka_unit_test_setup_teardown (test_failed_write_stays_dirty, setup, teardown),
     cmocka_unit_test_setup_teardown (test_others_pass_unmarked, setup, teardown),
     cmocka_unit_test_setup_teardown (test_extents_mark_clear, setup, teardown),
+    cmocka_unit_test_setup_teardown (test_mirror_api, setup, teardown),
   };
   return cmocka_run_group_tests (tests, group_setup, group_teardown);
 }
