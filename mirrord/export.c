@@ -297,7 +297,12 @@ unregister (struct export *e)
     struct server_client *c = list_entry (pos, struct server_client, node);
     c->shutdown (c);
   }
-  export_unref (e);
+  /* The registry's own reference.  Unused, the export goes now (a
+   * reload may reopen its file at once); otherwise the last user's
+   * export_unref() has the registry free it later, from the loop. */
+  assert (e->refs > 0);
+  if (--e->refs == 0)
+    free_export (e);
 }
 
 int

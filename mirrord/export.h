@@ -38,8 +38,8 @@
  * Lifetimes.  The registry owns every export: only export_remove()
  * (and export_remove_all()) take one out of it — no new clients, its
  * clients are asked to finish and disconnect — and only the registry
- * frees it, from the loop (a deferred call), once nothing uses it any
- * more.  Users — an NBD connection (through the backend's lookup
+ * frees it: at once in the removal when nothing uses it, else from the
+ * loop (a deferred call) once the last user has let go.  Users — an NBD connection (through the backend's lookup
  * answer, export-nbd.c), a mirror job, a verify, a control request in
  * flight — hold a reference with export_ref(); export_unref() never
  * frees anything itself, so no connection's last unref tears an
