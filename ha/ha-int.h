@@ -27,7 +27,10 @@
 #define RECHECKS 10
 
 struct ha {
-  struct export *e;
+  char *name;                   /* the export's, for logs */
+  uint64_t size;
+  const struct ha_host_ops *host;
+  void *hd;                     /* the host's, for each host op */
   struct loop *loop;
   char *state_path, *peer_uri, *fence_hook, *peer_user;
   unsigned timeout_ms;

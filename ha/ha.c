@@ -15,9 +15,6 @@
 #include "bitmap/store.h"
 #include "common/error.h"
 #include "common/log.h"
-#include "image/image.h"
-#include "mirrord/export.h"
-#include "mirrord/mirror.h"
 #include "ha-int.h"
 #include "state.h"
 
@@ -27,7 +24,7 @@ int
 ha_save (struct ha *ha)
 {
   if (ha_state_save (ha->state_path, &ha->self) == -1) {
-    log_err ("export %s: %s", ha->e->spec.name, error_get ());
+    log_err ("export %s: %s", ha->name, error_get ());
     return -1;
   }
   return 0;
@@ -37,7 +34,7 @@ static void
 log_gens (struct ha *ha, const char *what)
 {
   log_warn ("export %s: %s (local cur=%016" PRIx64 " bm=%016" PRIx64
-            ", peer cur=%016" PRIx64 " bm=%016" PRIx64 ")", ha->e->spec.name,
+            ", peer cur=%016" PRIx64 " bm=%016" PRIx64 ")", ha->name,
             what, ha->self.gen.current, ha->self.gen.bitmap,
             ha->peer.gen.current, ha->peer.gen.bitmap);
 }
@@ -47,10 +44,7 @@ log_gens (struct ha *ha, const char *what)
 static bool
 mirror_connected (const struct ha *ha)
 {
-  struct mirror *m = ha->e->mirror;
-
-  return m && (mirror_state (m) == MIRROR_SYNCING
-               || mirror_state (m) == MIRROR_READY);
+  return ha->host->mirror_connected (ha->hd);
 }
 
 /* Is the peer known to hold everything we hold?  "ready" alone is not
@@ -60,10 +54,9 @@ mirror_connected (const struct ha *ha)
 bool
 ha_in_sync (const struct ha *ha)
 {
-  struct mirror *m = ha->e->mirror;
-
-  return ha->self.role == HA_PRIMARY && m && mirror_state (m) == MIRROR_READY
-    && export_dirty_bytes (ha->e) == 0 && mirror_pending_bytes (m) == 0;
+  return ha->self.role == HA_PRIMARY && ha->host->mirror_ready (ha->hd)
+    && ha->host->dirty_bytes (ha->hd) == 0
+    && ha->host->mirror_pending_bytes (ha->hd) == 0;
 }
 
 /* The peer URI with VIEW as the claim in its export name:
@@ -104,11 +97,11 @@ ha_stop_mirror (struct ha *ha)
     ha->fetch = NULL;
   }
   if (ha->merging) {
-    bitmap_store_barrier_cancel (ha->e->bitmap, &ha->merge);
+    ha->host->barrier_cancel (ha->hd, &ha->merge);
     ha->merging = false;
   }
-  if (ha->e->mirror && mirror_active (ha->e->mirror))
-    mirror_cancel (ha->e->mirror, false);
+  if (ha->host->mirror_active (ha->hd))
+    ha->host->mirror_cancel (ha->hd);
   ha->resync_set = false;
 }
 
@@ -118,14 +111,13 @@ start_mirror (struct ha *ha, bool full)
   char uri[4096];
 
   if (claim_uri (ha, uri, sizeof uri) == -1
-      || export_mirror_start (ha->e, uri, ha->peer_uri, ha->timeout_ms,
-                              ha->e->spec.mode == MODE_ASYNC,
-                              ha->e->spec.bandwidth, !full, NULL, NULL) == -1) {
-    log_err ("export %s: replicating to %s: %s", ha->e->spec.name,
+      || ha->host->mirror_start (ha->hd, uri, ha->peer_uri, ha->timeout_ms,
+                                 !full) == -1) {
+    log_err ("export %s: replicating to %s: %s", ha->name,
              ha->peer_uri, error_get ());
     return;
   }
-  log_info ("export %s: replicating to %s (%s)", ha->e->spec.name,
+  log_info ("export %s: replicating to %s (%s)", ha->name,
             ha->peer_uri, full ? "full sync" : "from the bitmap");
 }
 
@@ -134,7 +126,7 @@ peer_dirty (void *opaque, uint64_t offset, uint64_t length)
 {
   struct ha *ha = opaque;
 
-  bitmap_store_mark (ha->e->bitmap, offset, length);
+  ha->host->mark (ha->hd, offset, length);
 }
 
 /* The peer's regions are on disk in our bitmap: a crash from now on
@@ -147,12 +139,12 @@ peer_marks_durable (struct bitmap_intent *in, int err)
   ha->merging = false;
   if (err) {
     log_err ("export %s: recording the peer's dirty regions failed: %s; "
-             "retrying", ha->e->spec.name, strerror (err));
+             "retrying", ha->name, strerror (err));
     ha->last_start_ns = loop_now_ns () - RESTART_BACKOFF_NS + RETRY_FETCH_NS;
     return;
   }
   log_info ("export %s: merged the peer's dirty regions (%" PRIu64
-            " bytes dirty now)", ha->e->spec.name, export_dirty_bytes (ha->e));
+            " bytes dirty now)", ha->name, ha->host->dirty_bytes (ha->hd));
   start_mirror (ha, false);
 }
 
@@ -166,21 +158,21 @@ peer_bitmap_done (void *opaque, int err)
     /* Without the peer's regions a bitmap resync could miss some:
      * copy everything instead. */
     log_warn ("export %s: the peer has no dirty bitmap; resyncing in full",
-              ha->e->spec.name);
+              ha->name);
     start_mirror (ha, true);
     return;
   }
   if (err) {
     /* The link again: try once more after the back-off. */
     log_warn ("export %s: reading the peer's dirty bitmap: %s",
-              ha->e->spec.name, strerror (err));
+              ha->name, strerror (err));
     ha->last_start_ns = loop_now_ns () - RESTART_BACKOFF_NS + RETRY_FETCH_NS;
     return;
   }
   ha->merge.ready = peer_marks_durable;
   ha->merge.opaque = ha;
   ha->merging = true;
-  if (bitmap_store_barrier (ha->e->bitmap, &ha->merge) == 1)
+  if (ha->host->barrier (ha->hd, &ha->merge) == 1)
     peer_marks_durable (&ha->merge, 0);
 }
 
@@ -212,8 +204,7 @@ ensure_replication (struct ha *ha)
   bool resync = ha_decision_is_source (ha->decision);
   bool same = ha->resync_set && ha->resync_decision == ha->decision
     && memcmp (&ha->resync_for, &ha->peer.gen, sizeof ha->resync_for) == 0;
-  struct mirror *m = ha->e->mirror;
-  bool running = ha->fetch || ha->merging || (m && mirror_active (m));
+  bool running = ha->fetch || ha->merging || ha->host->mirror_active (ha->hd);
   uint64_t now = loop_now_ns ();
   char ctx[300], name[256];
 
@@ -222,7 +213,7 @@ ensure_replication (struct ha *ha)
   if (!running && ha->resync_set && now - ha->last_start_ns < RESTART_BACKOFF_NS)
     return;                     /* it failed or is stopping: not in a tight loop */
   ha_stop_mirror (ha);
-  if (m && !mirror_idle (m))
+  if (!ha->host->mirror_idle (ha->hd))
     return;                     /* the old one is still stopping */
   ha->resync_for = ha->peer.gen;
   ha->resync_decision = ha->decision;
@@ -235,7 +226,7 @@ ensure_replication (struct ha *ha)
   uri_export_name (ha->peer_uri, name, sizeof name);
   snprintf (ctx, sizeof ctx, "qemu:dirty-bitmap:%s", name);
   ha->fetch = peer_fetch_bitmap (ha->loop, ha->peer_uri, ctx,
-                                 export_size (ha->e), ha->timeout_ms * 4,
+                                 ha->size, ha->timeout_ms * 4,
                                  peer_dirty, peer_bitmap_done, ha);
   if (ha->fetch == NULL)
     peer_bitmap_done (ha, EIO);
@@ -252,7 +243,7 @@ become_splitbrain (struct ha *ha, const char *what)
     ha_save (ha);
     log_gens (ha, what);
     log_err ("export %s: nothing is overwritten until an admin demotes the "
-             "side whose changes are to be discarded", ha->e->spec.name);
+             "side whose changes are to be discarded", ha->name);
   }
 }
 
@@ -276,10 +267,9 @@ become_target (struct ha *ha)
     ha->self.disk = DISK_UPTODATE;
     ha->self.discard = false;
     if (ha_save (ha) == 0) {
-      if (ha->e->bitmap)
-        bitmap_store_clear (ha->e->bitmap, 0, export_size (ha->e));
+      ha->host->clear (ha->hd, 0, ha->size);
       log_info ("export %s: in sync with the primary at generation %016"
-                PRIx64, ha->e->spec.name, ha->self.gen.current);
+                PRIx64, ha->name, ha->self.gen.current);
     }
   }
 }
@@ -292,7 +282,7 @@ as_source (struct ha *ha)
     ha->self.disk = DISK_UPTODATE;
     ha_save (ha);
     log_info ("export %s: split-brain resolved: the peer discards its "
-              "changes and takes ours", ha->e->spec.name);
+              "changes and takes ours", ha->name);
   }
   if (ha->self.role != HA_PRIMARY)
     return;                     /* newer, but only a primary pushes */
@@ -315,7 +305,7 @@ evaluate (struct ha *ha)
   d = ha_decide (&ha->self, &ha->peer);
 
   if (d != ha->decision || !ha->logged_decision) {
-    log_info ("export %s: peer is %s/%s: %s", ha->e->spec.name,
+    log_info ("export %s: peer is %s/%s: %s", ha->name,
               ha_role_name (ha->peer.role), ha_disk_name (ha->peer.disk),
               ha_decision_name (d));
     ha->logged_decision = true;
@@ -363,7 +353,7 @@ peer_down (struct ha *ha, const char *why)
     return;
   ha->peer_alive = false;
   log_warn ("export %s: peer %s %s: considered down (last known %s/%s)",
-            ha->e->spec.name, ha->peer_uri, why, ha_role_name (ha->peer.role),
+            ha->name, ha->peer_uri, why, ha_role_name (ha->peer.role),
             ha_disk_name (ha->peer.disk));
   ha_migrate_peer_down (ha);
 }
@@ -409,11 +399,11 @@ heard (void *opaque, int err, const char *state)
      * export without peer=).  A primary just mirrors to it. */
     if (!ha->peer_plain)
       log_info ("export %s: peer %s has no HA state: mirroring to it as "
-                "a plain NBD target", ha->e->spec.name, ha->peer_uri);
+                "a plain NBD target", ha->name, ha->peer_uri);
     ha->peer_plain = true;
     ha->last_heard_ns = loop_now_ns ();
     if (ha->self.role == HA_PRIMARY)
-      export_mirror_plain_peer (ha->e);
+      ha->host->mirror_plain_peer (ha->hd);
     return;
   }
   if (peer_process_gone (err)) {
@@ -423,13 +413,13 @@ heard (void *opaque, int err, const char *state)
   }
   if (err || ha_view_parse (state, &v) == -1) {
     if (!err)
-      log_warn ("export %s: peer sent a bad state: %s", ha->e->spec.name,
+      log_warn ("export %s: peer sent a bad state: %s", ha->name,
                 error_get ());
     schedule_recheck (ha, urgent, err);
     return;
   }
   if (!ha->peer_alive)
-    log_info ("export %s: peer %s is up (%s/%s)", ha->e->spec.name,
+    log_info ("export %s: peer %s is up (%s/%s)", ha->name,
               ha->peer_uri, ha_role_name (v.role), ha_disk_name (v.disk));
   ha->peer = v;
   ha->peer_plain = false;
@@ -469,8 +459,8 @@ tick (void *opaque)
    * link a heartbeat (a new TLS connection, several round trips through
    * a full queue) can take longer than the timeout while the
    * replication connection keeps moving. */
-  if (mirror_connected (ha) && mirror_target_heard_ns (ha->e->mirror) > last)
-    last = ha->last_heard_ns = mirror_target_heard_ns (ha->e->mirror);
+  if (mirror_connected (ha) && ha->host->mirror_heard_ns (ha->hd) > last)
+    last = ha->last_heard_ns = ha->host->mirror_heard_ns (ha->hd);
   if (ha->peer_alive && now - last > ha->timeout_ms * 1000000ull) {
     char why[64];
     snprintf (why, sizeof why, "silent for %u ms", ha->timeout_ms);
@@ -486,7 +476,7 @@ ha_replication_lost (struct ha *ha)
   if (ha->probe_urgent)
     return;                     /* its other connections went too */
   log_info ("export %s: a replication connection from the peer closed "
-            "without a goodbye: asking the peer now", ha->e->spec.name);
+            "without a goodbye: asking the peer now", ha->name);
   peer_op_cancel (ha->probe);
   ha->probe_urgent = true;
   ha->rechecks = RECHECKS;
@@ -522,7 +512,7 @@ claim_from_peer (const struct ha *ha, const char *tls_user, char *why,
   if (tls_user && ha->peer_user && strcmp (tls_user, ha->peer_user) != 0) {
     snprintf (why, len, "replication refused from TLS-PSK user '%.64s': the "
               "peer of export %s replicates as '%.64s' (peer-user=)",
-              tls_user, ha->e->spec.name, ha->peer_user);
+              tls_user, ha->name, ha->peer_user);
     return -1;
   }
   return 0;
@@ -560,7 +550,7 @@ ha_accept_claim (struct ha *ha, const char *name, const char *tls_user,
               ": %s (this side cur=%016" PRIx64 " bm=%016" PRIx64 ")",
               claim.gen.current, ha_decision_name (d), ha->self.gen.current,
               ha->self.gen.bitmap);
-    log_warn ("export %s: %s", ha->e->spec.name, why);
+    log_warn ("export %s: %s", ha->name, why);
     return -1;
   }
   if (ha_decision_is_target (d) && ha->self.disk != DISK_INCONSISTENT) {
@@ -587,9 +577,9 @@ ha_before_client_write (struct ha *ha)
    * before the write is acknowledged. */
   ha_gen_advance (&ha->self.gen);
   if (ha_state_save (ha->state_path, &ha->self) == -1)
-    return error_prefix ("export %s: new generation", ha->e->spec.name);
+    return error_prefix ("export %s: new generation", ha->name);
   log_info ("export %s: writing without the peer: generation %016" PRIx64
-            " (bitmap from %016" PRIx64 ")", ha->e->spec.name,
+            " (bitmap from %016" PRIx64 ")", ha->name,
             ha->self.gen.current, ha->self.gen.bitmap);
   return 0;
 }
@@ -675,14 +665,14 @@ ha_do_promote (struct ha *ha, bool forced)
   ha->self.role = HA_PRIMARY;
   ha_gen_advance (&ha->self.gen);
   if (ha->self.disk != DISK_UPTODATE)
-    log_warn ("export %s: promoted with disk %s%s", ha->e->spec.name,
+    log_warn ("export %s: promoted with disk %s%s", ha->name,
               ha_disk_name (ha->self.disk), forced ? " (--force)" : "");
   ha->self.disk = DISK_UPTODATE;
   ha->self.discard = false;
   ha_save (ha);
   ha->resync_set = false;
   log_info ("export %s: promoted to primary, generation %016" PRIx64
-            " (bitmap from %016" PRIx64 ")", ha->e->spec.name,
+            " (bitmap from %016" PRIx64 ")", ha->name,
             ha->self.gen.current, ha->self.gen.bitmap);
 }
 
@@ -717,17 +707,17 @@ fence_poll (void *opaque)
   if (err == 0)
     ha_do_promote (ha, false);
   else
-    log_warn ("export %s: %s", ha->e->spec.name, msg);
+    log_warn ("export %s: %s", ha->name, msg);
   ha->fence_done (ha->fence_opaque, err, msg);
 }
 
 static int
 run_fence_hook (struct ha *ha, ha_reply_fn done, void *opaque)
 {
-  char *argv[] = { ha->fence_hook, (char *) ha->e->spec.name, ha->peer_uri, NULL };
+  char *argv[] = { ha->fence_hook, (char *) ha->name, ha->peer_uri, NULL };
   int r;
 
-  setenv ("MIRRORD_EXPORT", ha->e->spec.name, 1);
+  setenv ("MIRRORD_EXPORT", ha->name, 1);
   setenv ("MIRRORD_PEER", ha->peer_uri, 1);
   r = posix_spawn (&ha->fence_pid, ha->fence_hook, NULL, NULL, argv, environ);
   if (r != 0)
@@ -737,7 +727,7 @@ run_fence_hook (struct ha *ha, ha_reply_fn done, void *opaque)
   ha->fence_deadline_ns = loop_now_ns () + FENCE_TIMEOUT_MS * 1000000ull;
   ha->fence_timer = loop_add_timer (ha->loop, 20, 20, fence_poll, ha);
   log_info ("export %s: peer unreachable: asking fence-peer hook %s",
-            ha->e->spec.name, ha->fence_hook);
+            ha->name, ha->fence_hook);
   return 0;
 }
 
@@ -745,26 +735,26 @@ int
 ha_promote (struct ha *ha, bool force, ha_reply_fn done, void *opaque)
 {
   if (ha->self.role == HA_PRIMARY)
-    return error_code (EINVAL, "export %s is already primary", ha->e->spec.name);
+    return error_code (EINVAL, "export %s is already primary", ha->name);
   if (ha_migrate_window_open (ha) || ha_migrate_busy (ha))
     return error_code (EBUSY, "export %s is in a live migration; migrate "
-                       "abort first", ha->e->spec.name);
+                       "abort first", ha->name);
   if (ha->fence_pid)
     return error_code (EBUSY, "a promotion is already waiting for the "
                        "fence-peer hook");
   if (!force && ha->self.disk == DISK_INCONSISTENT)
     return error_code (EPERM, "export %s is inconsistent (a sync into it "
-                       "never completed); --force to promote anyway",
-                       ha->e->spec.name);
+                      "never completed); --force to promote anyway",
+                      ha->name);
   if (!force && ha->self.disk == DISK_SPLITBRAIN)
     return error_code (EPERM, "export %s is in split-brain; demote the side to "
-                       "discard, or --force", ha->e->spec.name);
+                      "discard, or --force", ha->name);
   if (!force && ha->peer_alive && ha->peer.role == HA_PRIMARY)
     return error_code (EPERM, "the peer %s is a connected primary; demote it "
                        "first, or --force", ha->peer_uri);
   if (force) {
     log_warn ("export %s: promotion forced (disk %s, peer %s)",
-              ha->e->spec.name, ha_disk_name (ha->self.disk),
+              ha->name, ha_disk_name (ha->self.disk),
               ha->peer_alive ? ha_role_name (ha->peer.role) : "unreachable");
     ha_do_promote (ha, true);
     done (opaque, 0, "promoted (forced)");
@@ -781,14 +771,14 @@ int
 ha_demote (struct ha *ha, bool force, unsigned clients)
 {
   if (ha->self.role == HA_SECONDARY && ha->self.disk != DISK_SPLITBRAIN)
-    return error_code (EINVAL, "export %s is already secondary", ha->e->spec.name);
+    return error_code (EINVAL, "export %s is already secondary", ha->name);
   if (ha_migrate_busy (ha))
     return error_code (EBUSY, "export %s is handing over to its peer",
-                       ha->e->spec.name);
+                       ha->name);
   if (clients && !force)
     return error_code (EBUSY, "export %s has %u NBD client%s connected; stop "
-                       "them first", ha->e->spec.name, clients,
-                       clients == 1 ? "" : "s");
+                      "them first", ha->name, clients,
+                      clients == 1 ? "" : "s");
   ha_stop_mirror (ha);
   ha->self.role = HA_SECONDARY;
   if (ha->self.disk == DISK_SPLITBRAIN) {
@@ -797,10 +787,10 @@ ha_demote (struct ha *ha, bool force, unsigned clients)
     ha->self.disk = DISK_OUTDATED;
     log_warn ("export %s: demoted to resolve the split-brain: its changes "
               "since the divergence will be overwritten by the peer's",
-              ha->e->spec.name);
+              ha->name);
   }
   else
-    log_info ("export %s: demoted to secondary", ha->e->spec.name);
+    log_info ("export %s: demoted to secondary", ha->name);
   return ha_save (ha);
 }
 
@@ -816,7 +806,7 @@ load_or_init (struct ha *ha, enum ha_role initial)
   if (r == 0) {
     if (ha->self.role != initial)
       log_info ("export %s: %s (saved role; the configured %s applies only "
-                "the first time)", ha->e->spec.name,
+                "the first time)", ha->name,
                 ha_role_name (ha->self.role), ha_role_name (initial));
     return 0;
   }
@@ -832,20 +822,23 @@ load_or_init (struct ha *ha, enum ha_role initial)
 }
 
 struct ha *
-ha_open (struct export *e, const struct ha_opts *o)
+ha_open (const struct ha_opts *o)
 {
   struct ha *ha = calloc (1, sizeof *ha);
   unsigned interval;
 
   if (ha == NULL || (ha->state_path = strdup (o->state_path)) == NULL
+      || (ha->name = strdup (o->name)) == NULL
       || (ha->peer_uri = strdup (o->peer_uri)) == NULL
       || (o->fence_hook && (ha->fence_hook = strdup (o->fence_hook)) == NULL)
       || (o->peer_user && (ha->peer_user = strdup (o->peer_user)) == NULL)) {
     error_set (ENOMEM, "allocating HA state");
     goto err;
   }
-  ha->e = e;
-  ha->loop = ioq_loop (e->img->ioq);
+  ha->size = o->size;
+  ha->host = o->host;
+  ha->hd = o->host_opaque;
+  ha->loop = o->loop;
   ha->timeout_ms = o->timeout_ms ? o->timeout_ms : 5000;
   ha->plaintext_claims = o->plaintext_claims;
   if (load_or_init (ha, o->initial_role) == -1)
@@ -859,7 +852,7 @@ ha_open (struct export *e, const struct ha_opts *o)
   if (ha->timer == NULL)
     goto err;
   log_info ("export %s: %s, disk %s, generation %016" PRIx64 ", peer %s",
-            e->spec.name, ha_role_name (ha->self.role),
+            ha->name, ha_role_name (ha->self.role),
             ha_disk_name (ha->self.disk), ha->self.gen.current, ha->peer_uri);
   return ha;
  err:
@@ -890,7 +883,8 @@ ha_close (struct ha *ha)
   peer_op_cancel (ha->probe);
   peer_op_cancel (ha->fetch);
   if (ha->merging)
-    bitmap_store_barrier_cancel (ha->e->bitmap, &ha->merge);
+    ha->host->barrier_cancel (ha->hd, &ha->merge);
+  free (ha->name);
   free (ha->state_path);
   free (ha->peer_uri);
   free (ha->fence_hook);

@@ -4,9 +4,11 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <json-c/json.h>
 
+#include "common/loop.h"
 #include "generation.h"
 
 /* The HA pair, for one export with a peer (SPEC §2.1, §2.3).
@@ -36,10 +38,54 @@
  * its peer does not follow, before that write is acknowledged.
  */
 
-struct export;
 struct ha;
+struct bitmap_intent;
+
+/* What the pair needs of its export and of the export's mirror job —
+ * the daemon answers (mirrord/export-ha.c), so ha/ includes nothing
+ * from mirrord/.  Each op gets the host pointer of struct ha_opts. */
+struct ha_host_ops {
+  /* The mirror job to the peer; with none: false, true (idle), 0. */
+  bool (*mirror_connected) (void *host);        /* syncing or ready */
+  bool (*mirror_ready) (void *host);
+  bool (*mirror_active) (void *host);
+  bool (*mirror_idle) (void *host);
+  void (*mirror_cancel) (void *host);           /* and forget the job */
+  uint64_t (*mirror_pending_bytes) (void *host);
+  uint64_t (*mirror_heard_ns) (void *host);
+  /* Replicates to URI (LABEL in status and logs) in the export's mode:
+   * the whole disk, or (RESUME) what the bitmap holds.  -1 with
+   * error_set(). */
+  int (*mirror_start) (void *host, const char *uri, const char *label,
+                       unsigned timeout_ms, bool resume);
+  /* The peer= turned out to be a plain NBD server: mirror to it. */
+  void (*mirror_plain_peer) (void *host);
+  /* The export's dirty bits (its write-intent tracker). */
+  uint64_t (*dirty_bytes) (void *host);
+  void (*mark) (void *host, uint64_t offset, uint64_t length);
+  void (*clear) (void *host, uint64_t offset, uint64_t length);
+  /* As bitmap_store_barrier() and bitmap_store_barrier_cancel(). */
+  int (*barrier) (void *host, struct bitmap_intent *in);
+  void (*barrier_cancel) (void *host, struct bitmap_intent *in);
+  /* A live migration (migrate.c).  ON: an async mirror runs sync (true
+   * if it was async); off: back to the export's mode. */
+  bool (*mirror_sync_window) (void *host, bool on);
+  /* Drains and flushes the mirror as a cut-over does (mirror.h's
+   * mirror_cutover); from then on the export refuses writes, until
+   * end_cut_over().  -1 with error_set() if it cannot start. */
+  int (*mirror_drain) (void *host, unsigned timeout_ms,
+                       void (*done) (void *opaque, int err, double ms),
+                       void *opaque);
+  void (*end_cut_over) (void *host);
+  unsigned (*guests) (void *host);              /* clients, not the peer */
+};
 
 struct ha_opts {
+  const char *name;             /* the export's */
+  uint64_t size;                /* the export's, bytes */
+  struct loop *loop;
+  const struct ha_host_ops *host;
+  void *host_opaque;
   const char *state_path;       /* STATE_DIR/NAME.ha */
   const char *peer_uri;         /* NBD URI of the peer's export */
   enum ha_role initial_role;    /* the first time only */
@@ -49,7 +95,7 @@ struct ha_opts {
   bool plaintext_claims;        /* --insecure: claims without TLS too */
 };
 
-struct ha *ha_open (struct export *e, const struct ha_opts *o);
+struct ha *ha_open (const struct ha_opts *o);
 void ha_close (struct ha *ha);
 
 bool ha_is_primary (const struct ha *ha);

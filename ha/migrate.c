@@ -9,8 +9,6 @@
 
 #include "common/error.h"
 #include "common/log.h"
-#include "mirrord/export.h"
-#include "mirrord/mirror.h"
 #include "ha-int.h"
 #include "state.h"
 
@@ -21,7 +19,7 @@
 static const char *
 name (const struct ha *ha)
 {
-  return ha->e->spec.name;
+  return ha->name;
 }
 
 static const char *
@@ -100,8 +98,8 @@ arm (struct ha *ha, unsigned ms, unsigned interval, void (*fn) (void *))
 static void
 restore_mode (struct ha *ha)
 {
-  if (ha->mig.forced_sync && ha->e->mirror)
-    mirror_set_async (ha->e->mirror, true);
+  if (ha->mig.forced_sync)
+    ha->host->mirror_sync_window (ha->hd, false);
   ha->mig.forced_sync = false;
 }
 
@@ -141,7 +139,7 @@ ha_migrate_incoming (struct ha *ha, unsigned timeout_s)
   if (arm (ha, (timeout_s ? timeout_s : DEFAULT_WINDOW_S) * 1000u, 0,
            window_expired) == -1)
     return -1;
-  ha->mig.clients = ha->mig.peak_clients = ha->e->nr_clients;
+  ha->mig.clients = ha->mig.peak_clients = ha->host->guests (ha->hd);
   ha->mig.handover_ms = 0;
   set_state (ha, MIG_INCOMING, "window open: clients see it writable, "
              "writes refused until the hand-over");
@@ -188,8 +186,7 @@ ha_migrate_take_over (struct ha *ha, const struct ha_view *claim, char *why,
   }
   ha->self = v;
   ha->resync_set = false;
-  if (ha->e->bitmap)
-    bitmap_store_clear (ha->e->bitmap, 0, export_size (ha->e));
+  ha->host->clear (ha->hd, 0, ha->size);
   log_info ("export %s: took over from the source: primary, generation %016"
             PRIx64 " (bitmap from %016" PRIx64 ")", name (ha), v.gen.current,
             v.gen.bitmap);
@@ -257,12 +254,10 @@ ha_migrate_start (struct ha *ha, unsigned timeout_s, ha_reply_fn done,
     + (uint64_t) (timeout_s ? timeout_s : DEFAULT_WINDOW_S) * 1000000000ull;
   if (arm (ha, POLL_MS, POLL_MS, check_started) == -1)
     return -1;
-  m->forced_sync = ha->e->spec.mode == MODE_ASYNC && ha->e->mirror;
-  if (m->forced_sync) {
-    mirror_set_async (ha->e->mirror, false);
+  m->forced_sync = ha->host->mirror_sync_window (ha->hd, true);
+  if (m->forced_sync)
     log_info ("export %s: migration: sync mode for the window", name (ha));
-  }
-  m->clients = m->peak_clients = ha->e->nr_clients;
+  m->clients = m->peak_clients = ha->host->guests (ha->hd);
   m->handover_ms = 0;
   m->done = done;
   m->opaque = opaque;
@@ -281,7 +276,7 @@ handed_over (struct ha *ha)
 
   m->handover_ms = (double) (loop_now_ns () - m->started_ns) / 1e6;
   m->forced_sync = false;       /* the mirror is gone with the role */
-  ha->e->cut_over = false;      /* a secondary refuses writes anyway */
+  ha->host->end_cut_over (ha->hd);   /* a secondary refuses writes anyway */
   snprintf (msg, sizeof msg, "handed over in %.1f ms", m->handover_ms);
   set_state (ha, MIG_HANDED_OVER, msg);
   reply (ha, 0, msg);
@@ -303,7 +298,7 @@ roll_back (struct ha *ha, const char *why)
     return;
   }
   ha->self.role = HA_PRIMARY;
-  ha->e->cut_over = false;
+  ha->host->end_cut_over (ha->hd);
   ha->resync_set = false;       /* replication starts again */
   ha->mig.forced_sync = false;  /* the new mirror takes the configured mode */
   snprintf (msg, sizeof msg, "the peer refused the hand-over: %s; primary "
@@ -367,7 +362,7 @@ drained (void *opaque, int err, double downtime_ms)
   m->gen_at_handover = v.gen.current;
   v.role = HA_SECONDARY;
   if (ha_state_save (ha->state_path, &v) == -1) {
-    ha->e->cut_over = false;
+    ha->host->end_cut_over (ha->hd);
     set_state (ha, MIG_OUTGOING, "could not save the secondary role");
     reply (ha, EIO, error_get ());
     return;
@@ -396,10 +391,8 @@ ha_migrate_handover (struct ha *ha, unsigned timeout_s, ha_reply_fn done,
     return error_code (EINVAL, "export %s: no migration ready to hand over "
                       "(it is %s; migrate start first)", name (ha),
                       state_name (m->state));
-  if (!ha->e->mirror)
-    return error_code (EINVAL, "export %s: not replicating", name (ha));
   m->started_ns = loop_now_ns ();
-  if (mirror_cutover (ha->e->mirror, ms, drained, ha) == -1)
+  if (ha->host->mirror_drain (ha->hd, ms, drained, ha) == -1)
     return -1;
   if (arm (ha, ms, 0, handover_expired) == -1)
     return -1;

@@ -11,12 +11,19 @@
 
 #include "common/error.h"
 #include "common/log.h"
-#include "mirrord/target.h"
 #include "peer.h"
 
 #define BLOCK_STATUS_CHUNK (1ull << 30)
 
 enum kind { PROBE, FETCH, HANDOVER };
+
+static const struct peer_nbd_client *client;
+
+void
+peer_register_nbd_client (const struct peer_nbd_client *c)
+{
+  client = c;
+}
 
 struct peer_op {
   enum kind kind;
@@ -219,7 +226,7 @@ static void
 update_events (struct peer_op *op)
 {
   if (!op->finished && op->src)
-    target_watch_handle (op->src, op->h);
+    client->watch_handle (op->src, op->h);
 }
 
 static void
@@ -227,7 +234,7 @@ on_event (void *opaque, uint32_t events)
 {
   struct peer_op *op = opaque;
 
-  if (target_handle_events (op->h, events) == -1) {
+  if (client->handle_events (op->h, events) == -1) {
     int err = nbd_get_errno ();
     if (op->kind == HANDOVER && op->sent) {
       finish (op, 0);           /* after the goodbye: the peer had said yes */
@@ -276,6 +283,11 @@ op_start (struct loop *loop, enum kind kind, const char *uri,
   struct peer_op *op = calloc (1, sizeof *op);
   int fd;
 
+  if (client == NULL) {
+    free (op);
+    error_set (ENOTSUP, "no NBD client for the peer link");
+    return NULL;
+  }
   if (op == NULL) {
     error_set (ENOMEM, "allocating a peer request");
     return NULL;
@@ -290,7 +302,7 @@ op_start (struct loop *loop, enum kind kind, const char *uri,
   if ((kind == PROBE && nbd_set_opt_mode (op->h, true) == -1)
       || (kind != HANDOVER
           && nbd_add_meta_context (op->h, kind == PROBE ? "mirrord:" : context) == -1)
-      || target_setup_handle (op->h, uri) == -1
+      || client->setup_handle (op->h, uri) == -1
       || nbd_aio_connect_uri (op->h, uri) == -1
       || (fd = nbd_aio_get_fd (op->h)) == -1) {
     /* A unix socket nobody listens on refuses inside the connect call:

@@ -29,6 +29,17 @@
 #define PEER_STATE_CONTEXT "mirrord:peer-state:"
 
 struct peer_op;
+struct nbd_handle;
+
+/* The daemon's libnbd plumbing (TLS set-up for a URI, driving a handle
+ * from the loop), registered once at start-up: ha/ includes nothing
+ * from mirrord/. */
+struct peer_nbd_client {
+  int (*setup_handle) (struct nbd_handle *h, const char *uri);
+  void (*watch_handle) (struct loop_source *src, struct nbd_handle *h);
+  int (*handle_events) (struct nbd_handle *h, uint32_t events);
+};
+void peer_register_nbd_client (const struct peer_nbd_client *c);
 typedef void (*peer_state_fn) (void *opaque, int err, const char *state);
 typedef void (*peer_extent_fn) (void *opaque, uint64_t offset, uint64_t length);
 typedef void (*peer_done_fn) (void *opaque, int err);

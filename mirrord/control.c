@@ -41,7 +41,7 @@
 #include "control.h"
 #include "export.h"
 #include "ha/ha.h"
-#include "ha/verify.h"
+#include "verify.h"
 #include "jsonarg.h"
 #include "mirror.h"
 #include "status.h"

@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* The export registry and the export data path. */
+/* The export registry: what exports there are, and their lifetimes
+ * (export.h).  The data path is the stack, export-stack.c; the NBD
+ * server's view, export-nbd.c. */
 #include <config.h>
 
 #include <assert.h>
@@ -21,9 +23,12 @@ static struct {
   struct list exports;
   unsigned count;
   unsigned draining;            /* removed, not yet freed */
+  struct list removed;          /* those, in removal order */
+  struct loop_deferred reap;    /* frees the unused ones, from the loop */
   void (*on_drained) (void);
   bool plaintext_peers;         /* --insecure */
-} reg = { .exports = LIST_INIT (reg.exports) };
+} reg = { .exports = LIST_INIT (reg.exports),
+          .removed = LIST_INIT (reg.removed) };
 
 int
 export_registry_init (struct ioq *ioq, const char *state_dir)
@@ -66,39 +71,6 @@ export_find (const char *name)
     if (strcmp (e->spec.name, name) == 0)
       return e;
   return NULL;
-}
-
-struct export *
-export_lookup_for_client (const char *name)
-{
-  char base[4200];
-
-  if (ha_parse_claim_name (name, base, sizeof base))
-    name = base;                /* the HA peer replicating */
-  if (name[0] == '\0')
-    return reg.count == 1 ? export_first () : NULL;
-  return export_find (name);
-}
-
-int
-export_accept_peer (struct export *e, const char *name, const char *tls_user,
-                    char *why, size_t len)
-{
-  char base[4200];
-
-  if (!ha_parse_claim_name (name, base, sizeof base))
-    return 0;
-  if (e->ha == NULL) {
-    snprintf (why, len, "export %s has no HA peer", e->spec.name);
-    return -1;
-  }
-  return ha_accept_claim (e->ha, name, tls_user, why, len) == 0 ? 1 : -1;
-}
-
-int
-export_peer_state (struct export *e, char *buf, size_t len)
-{
-  return e->ha ? ha_peer_state (e->ha, buf, len) : -1;
 }
 
 struct export *
@@ -162,31 +134,6 @@ resume_mirror_as (struct export *e, bool plain_peer)
     log_err ("export %s: mirror to %s: %s", e->spec.name, uri, error_get ());
 }
 
-static int
-open_ha (struct export *e)
-{
-  char path[4200], user[256];
-  struct ha_opts o = {
-    .state_path = path, .peer_uri = e->spec.peer,
-    .initial_role = e->spec.role == ROLE_SECONDARY ? HA_SECONDARY : HA_PRIMARY,
-    .timeout_ms = e->spec.peer_timeout_ms, .fence_hook = e->spec.fence_peer,
-    .peer_user = e->spec.peer_user, .plaintext_claims = reg.plaintext_peers,
-  };
-
-  /* Both sides describe the pair alike: by default the peer replicates
-   * as the identity this side presents to it. */
-  if (o.peer_user == NULL && target_tls_identity (e->spec.peer, user, sizeof user) == 0)
-    o.peer_user = user;
-
-  if (e->bitmap == NULL)
-    return error_code (EINVAL, "a peer needs the dirty bitmap (bitmap=false)");
-  if (e->state_prefix == NULL)
-    return error_set (ENOMEM, "allocating");
-  snprintf (path, sizeof path, "%s.ha", e->state_prefix);
-  e->ha = ha_open (e, &o);
-  return e->ha ? 0 : -1;
-}
-
 static void
 resume_mirror (struct export *e)
 {
@@ -246,13 +193,13 @@ export_add (const struct export_spec *spec, bool from_config)
     return NULL;
   }
   export_identity_init (e);
+  export_build_stack (e);
   e->refs = 1;                  /* the registry's */
   e->from_config = from_config;
   list_init (&e->clients);
-  list_init (&e->held);
   if (asprintf (&e->state_prefix, "%s/%s", reg.state_dir, spec->name) == -1)
     e->state_prefix = NULL;
-  if (spec->peer && open_ha (e) == -1) {
+  if (spec->peer && export_open_ha (e, reg.plaintext_peers) == -1) {
     error_prefix ("export %s", spec->name);
     if (bitmap_store_close (e->bitmap) == -1)
       log_err ("export %s: %s", spec->name, error_get ());
@@ -280,13 +227,12 @@ export_ref (struct export *e)
   e->refs++;
 }
 
-void
-export_unref (struct export *e)
+/* The registry's teardown of a removed export nothing uses. */
+static void
+free_export (struct export *e)
 {
-  assert (e->refs > 0);
-  if (--e->refs > 0)
-    return;
   log_debug ("export %s: freed", e->spec.name);
+  list_del (&e->node);
   ha_close (e->ha);
   mirror_free (e->mirror);
   free (e->state_prefix);
@@ -294,12 +240,41 @@ export_unref (struct export *e)
     log_err ("export %s: %s", e->spec.name, error_get ());
   image_close (e->img);
   export_spec_clear (&e->spec);
-  if (e->removed) {
-    reg.draining--;
-    if (reg.on_drained)
-      reg.on_drained ();
-  }
   free (e);
+  reg.draining--;
+  if (reg.on_drained)
+    reg.on_drained ();
+}
+
+void
+export_registry_reap (void)
+{
+  struct list *pos, *tmp;
+
+  list_for_each_safe (pos, tmp, &reg.removed) {
+    struct export *e = list_entry (pos, struct export, node);
+    if (e->refs == 0)
+      free_export (e);
+  }
+}
+
+static void
+reap_later (void *opaque)
+{
+  export_registry_reap ();
+}
+
+void
+export_unref (struct export *e)
+{
+  assert (e->refs > 0);
+  if (--e->refs > 0)
+    return;
+  /* Only a removed export loses its last reference (the registry holds
+   * one while it is listed); the registry frees it, never the caller,
+   * which may be a connection or a job with more to do on the way out. */
+  assert (e->removed);
+  loop_defer (ioq_loop (reg.ioq), &reg.reap, reap_later, NULL);
 }
 
 unsigned
@@ -321,16 +296,22 @@ unregister (struct export *e)
 
   e->removed = true;
   list_del (&e->node);
+  list_add_tail (&reg.removed, &e->node);
   reg.count--;
   reg.draining++;
   mirror_cancel (e->mirror, false);   /* the export is gone: so is the job */
   /* Clients finish what they sent, then disconnect; each drops its
    * reference on the way out. */
   list_for_each_safe (pos, tmp, &e->clients) {
-    struct export_client *c = list_entry (pos, struct export_client, node);
-    c->ops->shutdown (c);
+    struct server_client *c = list_entry (pos, struct server_client, node);
+    c->shutdown (c);
   }
-  export_unref (e);
+  /* The registry's own reference.  Unused, the export goes now (a
+   * reload may reopen its file at once); otherwise the last user's
+   * export_unref() has the registry free it later, from the loop. */
+  assert (e->refs > 0);
+  if (--e->refs == 0)
+    free_export (e);
 }
 
 int
@@ -356,301 +337,33 @@ export_remove_all (void)
 }
 
 void
-export_attach (struct export *e, struct export_client *c)
+export_attach (struct export *e, struct server_client *c, bool peer)
 {
   list_add_tail (&e->clients, &c->node);
   e->nr_clients++;
-  if (!c->peer && e->ha)
+  if (!peer && e->ha)
     ha_clients_changed (e->ha, ++e->nr_guests);
 }
 
 void
-export_detach (struct export *e, struct export_client *c)
+export_detach (struct export *e, struct server_client *c, bool peer)
 {
   list_del (&c->node);
   e->nr_clients--;
-  if (!c->peer && e->ha)
+  if (!peer && e->ha)
     ha_clients_changed (e->ha, --e->nr_guests);
   /* The peer's replication connection dropped without a goodbye: its
    * process may have died (kill -9, a crash).  Ask now, not after
    * peer-timeout: an admin promoting this side must not be refused
    * because of a ghost. */
-  if (c->peer && !c->closed_cleanly && e->ha)
+  if (peer && !c->closed_cleanly && e->ha)
     ha_replication_lost (e->ha);
-}
-
-/* Not "!removed": a removed export's clients are draining, and the
- * writes they sent before the removal must still complete (the
- * server refuses later ones with ESHUTDOWN). */
-bool
-export_writable (const struct export *e)
-{
-  return !e->spec.readonly && !e->img->readonly && !e->cut_over
-    && (e->ha ? ha_is_primary (e->ha) : e->spec.role == ROLE_PRIMARY);
-}
-
-bool
-export_writable_by (const struct export *e, const struct export_client *c)
-{
-  if (c && c->peer)
-    return !e->spec.readonly && !e->img->readonly && e->ha
-      && !ha_is_primary (e->ha);
-  return export_writable (e);
-}
-
-bool
-export_looks_writable_by (const struct export *e, const struct export_client *c)
-{
-  return export_writable_by (e, c)
-    || (!(c && c->peer) && e->ha && ha_looks_writable (e->ha)
-        && !e->spec.readonly && !e->img->readonly);
-}
-
-uint64_t
-export_size (const struct export *e)
-{
-  return e->img->size;
-}
-
-static bool
-is_write (enum image_cmd cmd)
-{
-  return cmd == IMAGE_WRITE || cmd == IMAGE_TRIM || cmd == IMAGE_ZERO;
-}
-
-/* The write is done everywhere it must be: acknowledge it. */
-static void
-write_finish (struct export_io *x, int err)
-{
-  struct export *e = x->exp;    /* X may be freed by the caller's done() */
-  struct image_io *io = &x->io;
-
-  io->done = x->done;
-  io->opaque = x->opaque;
-  e->writes_in_flight--;
-  io->done (io, err);
-  mirror_guest_write_done (e->mirror);
-  export_unref (e);
-}
-
-/* FORWARDED: the target has this write too, so the bitmap need not
- * send it again; otherwise it keeps the region for the next pass. */
-static void
-mirrored (struct export_io *x, int forwarded)
-{
-  if (forwarded == 0)
-    bitmap_store_end_write_clean (x->exp->bitmap, &x->intent);
-  else
-    bitmap_store_end_write (x->exp->bitmap, &x->intent);
-  write_finish (x, x->err);
-}
-
-/* The write completed locally: the live bitmap learns of it; in
- * write-blocking mode the target must have it too before the ack. */
-static void both_done (struct export_io *x);
-
-static void
-write_done (struct image_io *io, int err)
-{
-  struct export_io *x = io->opaque;
-  struct export *e = x->exp;
-
-  x->err = err;
-  if (x->parallel) {
-    if (--x->pending == 0)
-      both_done (x);
-    return;
-  }
-  /* The write intent stays until the mirror is done with the write:
-   * only then may a forwarded region's bit go. */
-  if (err == 0 && mirror_guest_write (e->mirror, x, mirrored) == 1)
-    return;
-  bitmap_store_end_write (e->bitmap, &x->intent);
-  write_finish (x, err);
-}
-
-/* The write's region is recorded on disk (or could not be). */
-/* Sync mirroring: the local write and the target's at once (the
- * write intent is on disk already), acknowledged when both are done —
- * a guest waits for the slower of the two, not their sum. */
-static void
-both_done (struct export_io *x)
-{
-  if (x->err == 0 && x->forwarded == 0)
-    bitmap_store_end_write_clean (x->exp->bitmap, &x->intent);
-  else
-    bitmap_store_end_write (x->exp->bitmap, &x->intent);
-  write_finish (x, x->err);
-}
-
-static void
-forward_done (struct export_io *x, int forwarded)
-{
-  x->forwarded = forwarded;
-  if (--x->pending == 0)
-    both_done (x);
-}
-
-static void
-launch (struct export_io *x)
-{
-  struct export *e = x->exp;
-
-  x->forwarded = ENOTCONN;
-  x->pending = 1;
-  x->parallel = mirror_forwards_writes (e->mirror);
-  if (x->parallel) {
-    x->pending++;
-    if (mirror_guest_write (e->mirror, x, forward_done) == 0) {
-      x->pending--;
-      x->parallel = false;
-    }
-  }
-  image_submit (e->img, &x->io);
-}
-
-static void
-intent_ready (struct bitmap_intent *in, int err)
-{
-  struct export_io *x = in->opaque;
-
-  if (err) {
-    log_err ("export %s: failing a write: its dirty region could not be "
-             "recorded", x->exp->spec.name);
-    image_io_complete_later (&x->io, err);
-    return;
-  }
-  launch (x);
-}
-
-static void
-start_write (struct export *e, struct export_io *x)
-{
-  struct image_io *io = &x->io;
-
-  /* Write intent: the region is dirty on disk before the data moves. */
-  export_ref (e);
-  e->writes_in_flight++;
-  x->exp = e;
-  x->done = io->done;
-  x->opaque = io->opaque;
-  io->done = write_done;
-  io->opaque = x;
-  io->img = e->img;
-  x->intent.ready = intent_ready;
-  x->intent.opaque = x;
-  x->parallel = false;
-  if (bitmap_store_begin_write (e->bitmap, &x->intent, io->offset, io->count) == 1)
-    launch (x);
-}
-
-static void
-flush_mirrored (struct export_io *x, int err)
-{
-  struct image_io *io = &x->io;
-  struct export *e = x->exp;
-
-  io->done = x->done;
-  io->opaque = x->opaque;
-  io->done (io, x->err);
-  export_unref (e);
-}
-
-/* A guest FLUSH in write-blocking mode covers the target too. */
-static void
-flush_done (struct image_io *io, int err)
-{
-  struct export_io *x = io->opaque;
-
-  x->err = err;
-  if (err == 0 && mirror_guest_flush (x->exp->mirror, x, flush_mirrored) == 1)
-    return;
-  flush_mirrored (x, err);
-}
-
-static void
-start_flush (struct export *e, struct export_io *x)
-{
-  struct image_io *io = &x->io;
-
-  export_ref (e);
-  x->exp = e;
-  x->done = io->done;
-  x->opaque = io->opaque;
-  io->done = flush_done;
-  io->opaque = x;
-  image_submit (e->img, io);
-}
-
-/* Answers IO with ERR without touching the image. */
-static void
-refuse (struct export *e, struct image_io *io, int err)
-{
-  io->img = e->img;
-  image_io_complete_later (io, err);
-}
-
-void
-export_submit (struct export *e, struct export_io *x)
-{
-  struct image_io *io = &x->io;
-
-  e->requests++;
-  if (x->from_peer) {
-    /* Replication into a secondary: the primary tracks these regions
-     * in its own bitmap, ours only counts our own clients' writes. */
-    if (is_write (io->cmd) && (e->ha == NULL || ha_is_primary (e->ha)
-                               || e->spec.readonly)) {
-      refuse (e, io, EPERM);
-      return;
-    }
-    if (io->cmd == IMAGE_WRITE)
-      e->bytes_written += io->count;
-    image_submit (e->img, io);
-    return;
-  }
-  if (is_write (io->cmd) && !export_writable (e)) {
-    refuse (e, io, EPERM);
-    return;
-  }
-  if (is_write (io->cmd) && e->ha && ha_before_client_write (e->ha) == -1) {
-    log_err ("%s", error_get ());
-    refuse (e, io, EIO);
-    return;
-  }
-  if (io->cmd == IMAGE_READ)
-    e->bytes_read += io->count;
-  else if (io->cmd == IMAGE_WRITE)
-    e->bytes_written += io->count;
-  if (io->cmd == IMAGE_FLUSH && e->mirror) {
-    start_flush (e, x);
-    return;
-  }
-  if (!is_write (io->cmd) || io->count == 0 || e->bitmap == NULL
-      || io->offset >= e->img->size || io->count > e->img->size - io->offset) {
-    image_submit (e->img, io);  /* image_submit() refuses bad ranges */
-    return;
-  }
-  if (mirror_holds_writes (e->mirror)) {
-    /* A cut-over is draining: this write waits for its outcome. */
-    list_add_tail (&e->held, &x->held_node);
-    return;
-  }
-  start_write (e, x);
 }
 
 void
 export_release_held (struct export *e)
 {
-  while (!list_empty (&e->held)) {
-    struct export_io *x = list_entry (e->held.next, struct export_io, held_node);
-    list_del (&x->held_node);
-    x->io.img = e->img;
-    if (!export_writable (e))
-      image_io_complete_later (&x->io, EPERM);
-    else
-      start_write (e, x);
-  }
+  gate_release (&e->gate);
 }
 
 void
@@ -702,38 +415,26 @@ export_stop_mirrors (void)
   return idle;
 }
 
-int
-export_dirty_extents (struct export *e, uint64_t offset, uint64_t count,
-                      struct image_extents *out)
+struct tracker *
+export_tracker (struct export *e)
 {
-  struct dirty_bitmap *bm = e->bitmap ? bitmap_store_live (e->bitmap) : NULL;
-  uint64_t pos = offset, end = offset + count, start, len;
+  return e->bitmap ? &e->trk : NULL;
+}
 
-  while (pos < end) {
-    if (bm == NULL)
-      return image_extents_add (out, pos, end - pos, 0) < 0 ? -1 : 0;
-    int r;
-    if (dirty_bitmap_next_dirty (bm, pos, end - pos, &start, &len) == 1)
-      return image_extents_add (out, pos, end - pos, 0) < 0 ? -1 : 0;
-    r = image_extents_add (out, pos, start - pos, 0);
-    if (r == 0)
-      r = image_extents_add (out, start, len, 1);
-    if (r != 0)
-      return r < 0 ? -1 : 0;    /* full: the list ends early */
-    pos = start + len;
-  }
-  return 0;
+void
+export_bitmap_mark (struct export *e, uint64_t offset, uint64_t length)
+{
+  tracker_mark (export_tracker (e), offset, length);
 }
 
 void
 export_bitmap_clear (struct export *e, uint64_t offset, uint64_t length)
 {
-  if (e->bitmap)
-    bitmap_store_clear (e->bitmap, offset, length);
+  tracker_clear (export_tracker (e), offset, length);
 }
 
 uint64_t
 export_dirty_bytes (const struct export *e)
 {
-  return e->bitmap ? bitmap_store_dirty_bytes (e->bitmap) : 0;
+  return e->bitmap ? tracker_dirty_bytes (&e->trk) : 0;
 }

@@ -6,23 +6,44 @@
 #include <stdint.h>
 
 #include "bitmap/store.h"
+#include "bitmap/tracker.h"
 #include "common/list.h"
+#include "ha/gate.h"
+#include "image/block.h"
 #include "image/image.h"
+#include "mirrord/replicate.h"
+#include "nbd/backend.h"
 
-/* Exports: the named disks mirrord serves, and the one layer every
- * guest I/O passes through on its way to the image.
+/* Exports: the named disks mirrord serves.
  *
  * An export is created from a struct export_spec (a config section, an
  * --export option or a control-API call) and lives in a registry keyed
- * by name.  NBD connections hold a reference; removing an export takes
- * it out of the registry at once (no new clients), asks its clients to
- * finish their in-flight requests and disconnect, and frees it when the
- * last reference goes.
+ * by name.
  *
- * export_submit() is where policy sits between clients and the image:
- * writability (read-only, role), and, in later layers, write-intent
- * dirty tracking and mirroring.  Dirty bits are marked here and
- * nowhere else.
+ * The export is a stack of block layers (image/block.h), built by
+ * export_build_stack() (export-stack.c), each layer passed once on the
+ * way down and once, in reverse, on the way up:
+ *
+ *     clients ──> gate ──> tracker ──> replicate ──> image
+ *     HA peer ──> peer gate ─────────────────────────^
+ *
+ * gate (ha/gate.h): writability by role, the first-write hook, holding
+ * writes during a cut-over; tracker (bitmap/tracker.h): write intent,
+ * the only code that marks and clears dirty bits (without a bitmap,
+ * bitmap=false, there is no tracker); replicate (replicate.h): the
+ * mirror's write blocking and forwarding; image: the disk.  The HA
+ * peer's replication writes into a secondary take the short way: the
+ * primary tracks them in its own bitmap.
+ *
+ * Lifetimes.  The registry owns every export: only export_remove()
+ * (and export_remove_all()) take one out of it — no new clients, its
+ * clients are asked to finish and disconnect — and only the registry
+ * frees it: at once in the removal when nothing uses it, else from the
+ * loop (a deferred call) once the last user has let go.  Users — an NBD connection (through the backend's lookup
+ * answer, export-nbd.c), a mirror job, a verify, a control request in
+ * flight — hold a reference with export_ref(); export_unref() never
+ * frees anything itself, so no connection's last unref tears an
+ * export down under the caller.
  */
 
 enum export_role { ROLE_PRIMARY, ROLE_SECONDARY };
@@ -81,21 +102,6 @@ int export_spec_validate (const struct export_spec *s);
 const char *export_role_name (enum export_role r);
 const char *mirror_mode_name (enum mirror_mode m);
 
-struct export_client;           /* an NBD connection, seen from here */
-struct export_client_ops {
-  /* Finish in-flight requests, then disconnect. */
-  void (*shutdown) (struct export_client *c);
-};
-struct export_client {
-  const struct export_client_ops *ops;
-  struct list node;
-  bool peer;                    /* replication from the HA peer */
-  bool closed_cleanly;          /* it said NBD_CMD_DISC, or we closed it:
-                                   not a sign that its process died */
-  const char *tls_username;     /* authenticated TLS-PSK identity, or
-                                   NULL for a plaintext connection */
-};
-
 struct mirror;
 struct ha;
 
@@ -109,38 +115,23 @@ struct export {
   struct ha *ha;                /* the HA pair, with peer=; or NULL */
   char *state_prefix;           /* STATE_DIR/NAME: its files' prefix */
   bool cut_over;                /* after a cut-over: writes refused */
-  unsigned writes_in_flight;
-  struct list held;             /* writes held during a cut-over */
+  unsigned writes_in_flight;    /* admitted by the gate, not yet done */
   struct bitmap_store *bitmap;  /* persistent write-intent dirty bitmap,
                                    NULL with bitmap=false */
-  unsigned refs;
+  /* The stack (export-stack.c), bottom up. */
+  struct blk_image base;
+  struct replicate rep;
+  struct tracker trk;           /* only with a bitmap */
+  struct gate gate;             /* clients' top */
+  struct gate peer_gate;        /* the HA peer's top */
+  struct gate_stats stats;      /* both gates count here */
+  unsigned refs;                /* users, and the registry while listed */
   bool removed;
   bool from_config;             /* SIGHUP reload may remove it */
-  struct list clients;
+  struct list clients;          /* struct server_client, attached */
   unsigned nr_clients;
   unsigned nr_guests;           /* of them, not the HA peer's */
-  struct list node;
-  /* Statistics for status. */
-  uint64_t bytes_read, bytes_written;
-  uint64_t requests;
-};
-
-/* A request to an export: an image request plus what the export layer
- * needs while it is in flight.  The caller fills IO as for
- * image_submit(); IO's done() gets the request back unchanged. */
-struct export_io {
-  struct image_io io;
-  /* Private to export.c. */
-  struct export *exp;
-  image_done_fn done;
-  void *opaque;
-  struct bitmap_intent intent;
-  struct list held_node;
-  int err;
-  bool from_peer;               /* set by the caller: replication */
-  bool parallel;                /* sync mirror: local and target at once */
-  unsigned pending;             /* of the two */
-  int forwarded;                /* 0 once the mirror's target has it */
+  struct list node;             /* the registry's (listed or draining) */
 };
 
 /* The registry.  EXPORT_NAME "" finds the only export, if there is
@@ -152,23 +143,30 @@ void export_registry_allow_plaintext_peers (bool allow);
 struct export *export_add (const struct export_spec *spec, bool from_config);
 int export_remove (const char *name);
 struct export *export_find (const char *name);
-/* NAME may carry the HA peer's replication claim (ha.h). */
-struct export *export_lookup_for_client (const char *name);
-/* For a connection entering transmission on E with export name NAME,
- * authenticated as TLS-PSK user TLS_USER (NULL over plaintext): 0 an
- * ordinary client, 1 the HA peer replicating (its writes are accepted
- * on a secondary), -1 a refused claim (WHY says why). */
-int export_accept_peer (struct export *e, const char *name,
-                        const char *tls_user, char *why, size_t len);
-/* The export's HA state for the peer (the mirrord:peer-state meta
- * context); -1 if it has no peer. */
-int export_peer_state (struct export *e, char *buf, size_t len);
 void export_remove_all (void);
-/* Removed exports whose clients are still finishing (their images
- * still open).  FN (NULL: none) is called each time one of them is
- * freed, from inside export_unref(): it should only defer its work. */
+/* Removed exports whose users are still finishing (their images still
+ * open).  FN (NULL: none) is called each time the registry frees one of
+ * them, from the loop. */
 unsigned export_draining (void);
 void export_on_drained (void (*fn) (void));
+/* Frees at once every removed export nothing uses any more: for the
+ * end of main(), when the loop no longer runs deferred calls. */
+void export_registry_reap (void);
+
+/* The NBD server's view of the registry (export-nbd.c): lookup by name
+ * (an HA replication claim in the name goes to ha/, which accepts or
+ * refuses it), the client lists, and the qemu:dirty-bitmap and
+ * mirrord:peer-state meta contexts. */
+extern const struct server_backend export_server_backend;
+#define EXPORT_NR_META 2
+extern const struct server_meta_provider *const export_meta_providers[EXPORT_NR_META];
+
+/* Builds E's stack over its open image and bitmap (export-stack.c). */
+void export_build_stack (struct export *e);
+/* Opens E's HA pair (export-ha.c: ha/ sees the export and its mirror
+ * through struct ha_host_ops).  PLAINTEXT_CLAIMS: --insecure.  -1 with
+ * error_set(). */
+int export_open_ha (struct export *e, bool plaintext_claims);
 
 /* Identity (export-identity.c).  One file, one export: -1 with
  * error_set() when SPEC's file is already exported. */
@@ -187,32 +185,26 @@ struct export *export_next (struct export *e);
 unsigned export_count (void);
 
 void export_ref (struct export *e);
+/* Drops a user's reference; a removed export nothing uses any more is
+ * then freed by the registry, later, from the loop. */
 void export_unref (struct export *e);
-void export_attach (struct export *e, struct export_client *c);
-void export_detach (struct export *e, struct export_client *c);
+/* NBD clients in transmission (export-nbd.c). */
+void export_attach (struct export *e, struct server_client *c, bool peer);
+void export_detach (struct export *e, struct server_client *c, bool peer);
 
 /* May ordinary clients write?  (not read-only, role primary) */
 bool export_writable (const struct export *e);
-/* Writable for this client (the HA peer may write to a secondary). */
-bool export_writable_by (const struct export *e,
-                         const struct export_client *c);
-/* What the NBD flags advertise: writable, or in a live migration's
- * incoming window (ha.h), writable-looking while writes are refused. */
-bool export_looks_writable_by (const struct export *e,
-                               const struct export_client *c);
+/* May the HA peer replicate into it?  (a secondary, not read-only) */
+bool export_writable_by_peer (const struct export *e);
 uint64_t export_size (const struct export *e);
+/* The stack's tops: for clients, and for the HA peer's replication. */
+struct blk *export_blk (struct export *e);
+struct blk *export_peer_blk (struct export *e);
 
-/* The data path: like image_submit(), with the export's policy.
- * Writes, trims and zeroes are recorded in the dirty bitmap: on disk
- * before they are submitted, in the live bitmap when they complete. */
-void export_submit (struct export *e, struct export_io *x);
-
-/* The live dirty bitmap over [OFFSET, OFFSET+COUNT) as extents with
- * flag 1 = dirty (qemu:dirty-bitmap).  -1 on out of memory. */
-int export_dirty_extents (struct export *e, uint64_t offset, uint64_t count,
-                          struct image_extents *out);
-/* Clears the dirty bits of a range whose data is safe elsewhere
- * (LENGTH 0: to the end). */
+/* Dirty bits, through the tracker (bitmap/tracker.h); with no bitmap
+ * nothing is dirty.  LENGTH 0: to the end. */
+struct tracker *export_tracker (struct export *e);
+void export_bitmap_mark (struct export *e, uint64_t offset, uint64_t length);
 void export_bitmap_clear (struct export *e, uint64_t offset, uint64_t length);
 uint64_t export_dirty_bytes (const struct export *e);
 

@@ -381,7 +381,8 @@ start (void)
     return -1;
   d.ioq = ioq_new (d.loop, AIO_DEPTH, IO_THREADS);
   if (d.ioq == NULL || export_registry_init (d.ioq, d.cfg.state_dir) == -1
-      || server_init (d.loop, &limits) == -1 || setup_tls (&d.cfg) == -1)
+      || server_init (d.loop, &limits, &export_server_backend,
+                      export_meta_providers, EXPORT_NR_META) == -1 || setup_tls (&d.cfg) == -1)
     return -1;
   d.sigsrc = loop_add_fd (d.loop, d.sigfd, EPOLLIN, on_signal, NULL);
   export_on_drained (on_export_drained);
@@ -397,7 +398,8 @@ static void
 teardown (void)
 {
   export_remove_all ();
-  server_free ();
+  server_free ();               /* connections give their exports back */
+  export_registry_reap ();      /* the loop runs no deferred call now */
   control_stop ();
   loop_source_remove (d.shutdown_timer);
   loop_source_remove (d.sigsrc);

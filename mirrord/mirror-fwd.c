@@ -26,7 +26,7 @@ mirror_fwd_lag_limit (const struct mirror *m)
 
 struct blocked {
   struct list node;
-  struct export_io *x;          /* NULL once detached (async) */
+  struct blk_req *x;            /* NULL once detached (async) */
   mirror_write_fn done;
   struct mirror *m;
   int forwarded;                /* 0 once the target has the write */
@@ -380,7 +380,7 @@ detach_and_forward (struct mirror *m, struct blocked *b)
     memcpy (d->own_buf, b->buf, b->len);
     d->buf = d->own_buf;
   }
-  mirror_bits_intent_share (m, &d->in, &b->x->intent);
+  mirror_bits_intent_share (m, &d->in, b->x->intent);
   m->fwd.bytes += d->len;
   m->fwd.ops++;
   b->forwarded = 0;             /* D holds the region now */
@@ -404,7 +404,7 @@ mirror_forwards_writes (const struct mirror *m)
 }
 
 int
-mirror_guest_write (struct mirror *m, struct export_io *x, mirror_write_fn done)
+mirror_guest_write (struct mirror *m, struct blk_req *x, mirror_write_fn done)
 {
   struct image_io *io = &x->io;
   struct blocked *b;
@@ -453,7 +453,7 @@ flushed (void *opaque, int err)
 }
 
 int
-mirror_guest_flush (struct mirror *m, struct export_io *x, mirror_write_fn done)
+mirror_guest_flush (struct mirror *m, struct blk_req *x, mirror_write_fn done)
 {
   struct blocked *b;
 

@@ -8,7 +8,7 @@
 #include <json-c/json.h>
 
 struct export;
-struct export_io;
+struct blk_req;
 
 /* A mirror job: keeps an NBD target identical to an export.
  *
@@ -104,11 +104,11 @@ int mirror_cutover (struct mirror *m, unsigned timeout_ms,
 /* A guest write completed locally: in write-blocking mode it is sent to
  * the target and DONE runs when the target has it (returns 1), else
  * returns 0 and the caller acknowledges at once. */
-typedef void (*mirror_write_fn) (struct export_io *x, int err);
-int mirror_guest_write (struct mirror *m, struct export_io *x,
+typedef void (*mirror_write_fn) (struct blk_req *x, int err);
+int mirror_guest_write (struct mirror *m, struct blk_req *x,
                         mirror_write_fn done);
 /* A guest FLUSH completed locally: likewise for the target. */
-int mirror_guest_flush (struct mirror *m, struct export_io *x,
+int mirror_guest_flush (struct mirror *m, struct blk_req *x,
                         mirror_write_fn done);
 /* New dirty data: start a pass soon. */
 void mirror_kick (struct mirror *m);

@@ -46,9 +46,9 @@ status_export_json (const struct export *e)
   status_add (o, "direct_io", json_object_new_boolean (e->img->direct));
   status_add (o, "cache", json_object_new_string (image_cache_name (e->spec.cache)));
   status_add (o, "clients", json_object_new_int ((int) e->nr_clients));
-  status_add (o, "requests", json_object_new_int64 ((int64_t) e->requests));
-  status_add (o, "bytes_read", json_object_new_int64 ((int64_t) e->bytes_read));
-  status_add (o, "bytes_written", json_object_new_int64 ((int64_t) e->bytes_written));
+  status_add (o, "requests", json_object_new_int64 ((int64_t) e->stats.requests));
+  status_add (o, "bytes_read", json_object_new_int64 ((int64_t) e->stats.bytes_read));
+  status_add (o, "bytes_written", json_object_new_int64 ((int64_t) e->stats.bytes_written));
   status_add (o, "from_config", json_object_new_boolean (e->from_config));
   status_add (o, "bitmap", json_object_new_boolean (e->bitmap != NULL));
   status_add (o, "bitmap_flushes", json_object_new_int64

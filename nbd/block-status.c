@@ -3,10 +3,12 @@
  * SET_META_CONTEXT) and BLOCK_STATUS replies.
  *
  * Contexts served:
- *   base:allocation           holes and zeroes, from the image (NBD spec)
- *   qemu:dirty-bitmap:EXPORT  the export's live dirty bitmap, bit 0 =
- *                             dirty (QEMU's definition), so QEMU-based
- *                             backup tools can read it
+ *   base:allocation           holes and zeroes, from the export's block
+ *                             stack (NBD spec)
+ *   one per meta-context provider the server was given (backend.h):
+ *   the daemon's qemu:dirty-bitmap:EXPORT (the live dirty bitmap, bit
+ *   0 = dirty, QEMU's definition) and mirrord:peer-state (listed only)
+ * Context ids: base:allocation 1, provider K 2 + K.
  * Queries: with LIST, no query lists everything, and a query ending in
  * a colon ("base:", "qemu:", "qemu:dirty-bitmap:") lists what it
  * prefixes; SET selects exact names only.  Unknown namespaces are
@@ -21,21 +23,16 @@
 
 #include "common/log.h"
 #include "conn.h"
+#include "server-internal.h"
 
 #define MAX_DESCRIPTORS (1u << 16)
+#define BASE_ID 1u
+#define BASE_NAME "base:allocation"
 
-enum { CTX_BASE, CTX_DIRTY, NR_CONTEXTS };
-
-static const uint32_t ctx_bit[NR_CONTEXTS] = { META_BASE_ALLOCATION, META_DIRTY_BITMAP };
-static const uint32_t ctx_id[NR_CONTEXTS] = { 1, 2 };
-
-static void
-ctx_name (int k, const char *export, char *buf, size_t len)
+static uint32_t
+provider_id (unsigned k)
 {
-  if (k == CTX_BASE)
-    snprintf (buf, len, "base:allocation");
-  else
-    snprintf (buf, len, "qemu:dirty-bitmap:%s", export);
+  return 2 + k;
 }
 
 static void
@@ -94,35 +91,29 @@ check_queries (const uint8_t *q, uint32_t nq, uint32_t len)
   return off == len ? 0 : -1;
 }
 
-/* The HA peer's heartbeat lists "mirrord:" and reads our state in the
- * name of the one context it gets back (LIST only: it is not a
- * context that BLOCK_STATUS can serve). */
-static void
-list_peer_state (struct conn *c, uint32_t option, struct export *e,
-                 const uint8_t *q, uint32_t nq)
+/* Does any of the NQ queries at Q pick NAME (with P's own rule)? */
+static bool
+asked (const struct server_meta_provider *p, const char *name,
+       const uint8_t *q, uint32_t nq, bool list)
 {
-  char name[NBD_MAX_STRING];
-  size_t n = strlen ("mirrord:peer-state:");
-  bool asked = false;
-
   for (uint32_t i = 0, off = 0; i < nq; i++) {
     uint32_t ql = get32 (q + off);
-    asked |= (ql == 8 && memcmp (q + off + 4, "mirrord:", 8) == 0)
-      || (ql == n && memcmp (q + off + 4, "mirrord:peer-state:", n) == 0);
+    bool hit = p && p->match ? p->match (name, q + off + 4, ql, list)
+      : matches (name, q + off + 4, ql, list);
+    if (hit)
+      return true;
     off += 4 + ql;
   }
-  memcpy (name, "mirrord:peer-state:", n);
-  if (asked && export_peer_state (e, name + n, sizeof name - n) == 0)
-    context_reply (c, option, 0, name);
+  return false;
 }
 
 int
 block_status_list_contexts (struct conn *c, uint32_t option, const char *export,
-                            const uint8_t *q, uint32_t nq, uint32_t len)
+                            struct server_export *x, const uint8_t *q,
+                            uint32_t nq, uint32_t len)
 {
   bool list = option == NBD_OPT_LIST_META_CONTEXT;
-  struct export *e = export_lookup_for_client (export);
-  char names[NR_CONTEXTS][NBD_MAX_STRING + 32];
+  char name[NBD_MAX_STRING + 64];
   uint32_t picked = 0;
 
   if (!list) {
@@ -131,27 +122,24 @@ block_status_list_contexts (struct conn *c, uint32_t option, const char *export,
     free (c->meta_export);
     c->meta_export = NULL;
   }
-  if (e == NULL || check_queries (q, nq, len) == -1)
+  if (check_queries (q, nq, len) == -1)
     return -1;
-  for (int k = 0; k < NR_CONTEXTS; k++)
-    ctx_name (k, e->spec.name, names[k], sizeof names[k]);
-  if (list && nq == 0)
-    picked = META_BASE_ALLOCATION | META_DIRTY_BITMAP;
-  if (e->bitmap == NULL)
-    picked &= ~META_DIRTY_BITMAP;   /* bitmap=false: nothing to offer */
-  for (uint32_t i = 0, off = 0; i < nq; i++) {
-    uint32_t ql = get32 (q + off);
-    for (int k = 0; k < NR_CONTEXTS; k++)
-      if (matches (names[k], q + off + 4, ql, list)
-          && (k != CTX_DIRTY || e->bitmap))
-        picked |= ctx_bit[k];
-    off += 4 + ql;
+  if ((list && nq == 0) || asked (NULL, BASE_NAME, q, nq, list)) {
+    picked |= META_BASE_ALLOCATION;
+    context_reply (c, option, BASE_ID, BASE_NAME);
   }
-  for (int k = 0; k < NR_CONTEXTS; k++)
-    if (picked & ctx_bit[k])
-      context_reply (c, option, ctx_id[k], names[k]);
-  if (list)
-    list_peer_state (c, option, e, q, nq);
+  for (unsigned k = 0; k < server_meta_count (); k++) {
+    const struct server_meta_provider *p = server_meta (k);
+    if (p->name (x->handle, x->name, name, sizeof name) == -1)
+      continue;                 /* nothing to offer for this export */
+    if (!(list && nq == 0 && p->listed_by_default)
+        && !asked (p, name, q, nq, list))
+      continue;
+    if (list || !p->list_only) {
+      picked |= META_PROVIDER (k);
+      context_reply (c, option, p->list_only ? 0 : provider_id (k), name);
+    }
+  }
   if (!list) {
     c->meta = picked;
     /* The name the client will GO to, which may be "" (the default). */
@@ -222,22 +210,22 @@ extents_done (struct image_io *io, int err)
     if (err)
       transmission_error_reply (c, req, req->cookie, err);
     else
-      send_chunk (c, req, ctx_id[CTX_BASE], &req->extents, true);
+      send_chunk (c, req, BASE_ID, &req->extents, true);
   }
   conn_request_put (req);
 }
 
-/* The dirty bitmap is in memory: its chunk goes out at once. */
+/* A provider's extents are at hand: its chunk goes out at once. */
 static int
-dirty_chunk (struct conn *c, struct request *req, bool done)
+provider_chunk (struct conn *c, struct request *req, unsigned k, bool done)
 {
   struct image_extents e = {
     .max = (req->flags & NBD_CMD_FLAG_REQ_ONE) ? 1 : MAX_DESCRIPTORS,
   };
-  int r = export_dirty_extents (c->exp, req->offset, req->count, &e);
+  int r = server_meta (k)->extents (c->exp->handle, req->offset, req->count, &e);
 
   if (r == 0)
-    send_chunk (c, req, ctx_id[CTX_DIRTY], &e, done);
+    send_chunk (c, req, provider_id (k), &e, done);
   image_extents_free (&e);
   return r;
 }
@@ -246,19 +234,27 @@ void
 block_status_start (struct request *req)
 {
   struct conn *c = req->conn;
-  struct image_io *io = &req->xio.io;
+  struct image_io *io = &req->breq.io;
   bool base = c->meta & META_BASE_ALLOCATION;
+  unsigned n = server_meta_count (), last = n;
 
-  if ((c->meta & META_DIRTY_BITMAP) && dirty_chunk (c, req, !base) == -1) {
-    transmission_error_reply (c, req, req->cookie, ENOMEM);
-    conn_request_put (req);
-    return;
+  for (unsigned k = 0; k < n; k++)
+    if (c->meta & META_PROVIDER (k))
+      last = k;
+  for (unsigned k = 0; k < n; k++) {
+    if (!(c->meta & META_PROVIDER (k)))
+      continue;
+    if (provider_chunk (c, req, k, !base && k == last) == -1) {
+      transmission_error_reply (c, req, req->cookie, ENOMEM);
+      conn_request_put (req);
+      return;
+    }
   }
   if (!base) {
     conn_request_put (req);
     return;
   }
-  memset (&req->xio, 0, sizeof req->xio);
+  blk_req_init (&req->breq);
   io->cmd = IMAGE_EXTENTS;
   io->offset = req->offset;
   io->count = req->count;
@@ -266,5 +262,5 @@ block_status_start (struct request *req)
   io->extents = &req->extents;
   io->done = extents_done;
   io->opaque = req;
-  export_submit (c->exp, &req->xio);
+  blk_submit (c->exp->blk, &req->breq);
 }

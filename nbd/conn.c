@@ -35,7 +35,8 @@ conn_unref (struct conn *c)
     return;
   assert (c->closed && c->in_flight == 0);
   if (c->exp)
-    export_unref (c->exp);
+    server_backend ()->release (c->exp->handle);
+  free (c->exp);
   free (c->meta_export);
   free (c->in);
   free (c);
@@ -202,7 +203,7 @@ conn_close (struct conn *c, const char *why)
     conn_request_put (req);
   }
   if (c->exp)
-    export_detach (c->exp, &c->client);
+    server_backend ()->detach (c->exp->handle, &c->client);
   server_forget (c);
   conn_unref (c);
 }

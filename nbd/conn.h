@@ -41,8 +41,8 @@
 
 #include "common/list.h"
 #include "common/loop.h"
-#include "image/image.h"
-#include "mirrord/export.h"
+#include "backend.h"
+#include "image/block.h"
 #include "protocol.h"
 
 #define CONN_INBUF (128u << 10)
@@ -63,9 +63,10 @@ enum conn_phase {
   PHASE_CLOSING,                /* no more input: finish and close */
 };
 
-/* Meta contexts the client selected. */
+/* Meta contexts the client selected: base:allocation, and bit 1 + K
+ * for the server's meta-context provider K (server_meta()). */
 #define META_BASE_ALLOCATION 1u
-#define META_DIRTY_BITMAP    2u
+#define META_PROVIDER(k)     (2u << (k))
 
 struct request;
 struct admission_host;
@@ -91,14 +92,14 @@ struct request {
   unsigned refs;                /* the image I/O and each queued message */
   uint32_t meta_pending;        /* BLOCK_STATUS contexts still to answer */
   int err;                      /* first error, for BLOCK_STATUS */
-  struct export_io xio;
+  struct blk_req breq;          /* to the export's block stack */
   struct image_extents extents;
 };
 
 struct conn {
   int fd;
   struct loop_source *src;
-  struct export_client client;  /* our face towards the export */
+  struct server_client client;  /* our face towards the backend */
   struct list node;             /* server's list */
   struct list flush_node;       /* server's list of conns with output */
   bool on_flush_list;
@@ -141,7 +142,7 @@ struct conn {
   struct loop_deferred tls_later; /* input gnutls holds, unseen by epoll */
 
   /* Transmission. */
-  struct export *exp;
+  struct server_export *exp;    /* the lookup's answer we serve */
   uint16_t eflags;              /* transmission flags sent */
   unsigned in_flight;
   uint64_t in_flight_bytes;
@@ -170,8 +171,8 @@ void conn_parse (struct conn *c);
 /* N bytes from the head of the reply queue went out. */
 void conn_consume (struct conn *c, size_t n);
 /* The PSK username the client authenticated with, or NULL without
- * TLS.  The same string is in c->client.tls_username for the export
- * layer (the HA layer accepts replication writes only from a peer). */
+ * TLS.  The same string is in c->client.tls_username for the backend
+ * (the HA layer accepts replication writes only from its peer). */
 const char *conn_tls_username (const struct conn *c);
 /* Still negotiating (options, or the TLS handshake)? */
 static inline bool conn_negotiating (const struct conn *c)
@@ -186,15 +187,17 @@ bool handshake_step (struct conn *c);
 /* transmission.c */
 bool transmission_step (struct conn *c);
 void transmission_payload_done (struct conn *c, struct request *req);
-uint16_t transmission_flags (const struct conn *c, const struct export *e);
+uint16_t transmission_flags (const struct conn *c, struct blk *b);
 void transmission_error_reply (struct conn *c, struct request *req,
                                uint64_t cookie, int err);
 
 /* block-status.c */
 void block_status_start (struct request *req);
+/* EXPORT as the client named it; X what the backend found for it. */
 int block_status_list_contexts (struct conn *c, uint32_t option,
-                                const char *export, const uint8_t *queries,
-                                uint32_t nr_queries, uint32_t len);
+                                const char *export, struct server_export *x,
+                                const uint8_t *queries, uint32_t nr_queries,
+                                uint32_t len);
 
 /* request.c: validation, pure. */
 struct request_ctx {

@@ -24,6 +24,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "conn.h"
+#include "server-internal.h"
 #include "tls.h"
 
 static uint8_t *
@@ -101,68 +102,80 @@ get_string (const uint8_t *p, uint32_t len)
   return s;
 }
 
-static void
-enter_transmission (struct conn *c, struct export *e)
+/* Asks the backend what NAME is for this client: a new answer (give it
+ * back with put_export()), or NULL with *R saying why not (-1: out of
+ * memory, the connection is closed). */
+static struct server_export *
+lookup (struct conn *c, const char *name, bool meta, int *r, char *why,
+        size_t len)
 {
-  export_ref (e);
-  c->exp = e;
-  export_attach (e, &c->client);
-  if (c->meta_export == NULL || strcmp (c->meta_export, e->spec.name) != 0)
+  struct server_export *x = calloc (1, sizeof *x);
+
+  why[0] = '\0';
+  if (x == NULL) {
+    conn_close (c, "out of memory");
+    *r = -1;
+    return NULL;
+  }
+  *r = server_backend ()->lookup (name, c->client.tls_username, meta, x, why,
+                                  len);
+  if (*r == SERVER_LOOKUP_OK)
+    return x;
+  free (x);
+  return NULL;
+}
+
+static void
+put_export (struct server_export *x)
+{
+  server_backend ()->release (x->handle);
+  free (x);
+}
+
+/* Takes X: the connection serves it until it is freed. */
+static void
+enter_transmission (struct conn *c, struct server_export *x)
+{
+  c->exp = x;
+  server_backend ()->attach (x->handle, &c->client);
+  if (c->meta_export == NULL || strcmp (c->meta_export, x->name) != 0)
     c->meta = 0;
-  c->eflags = transmission_flags (c, e);
+  c->eflags = transmission_flags (c, x->blk);
   c->phase = PHASE_REQUEST_HDR;
   c->handshake_deadline_ns = 0;
   log_debug ("%s: export %s: transmission (structured %d, meta %#x)",
-             c->peer, e->spec.name, c->structured, c->meta);
-}
-
-/* A replication claim in the export name (the HA peer): accepted, or
- * refused with a policy error.  Returns -1 when refused. */
-static int
-accept_peer (struct conn *c, struct export *e, const char *name)
-{
-  char why[512];
-  int r = export_accept_peer (e, name, c->client.tls_username, why, sizeof why);
-
-  c->client.peer = r == 1;
-  if (r == -1) {
-    log_warn ("%s: %s", c->peer, why);
-    reply_error (c, NBD_REP_ERR_POLICY, "%s", why);
-  }
-  return r == -1 ? -1 : 0;
+             c->peer, x->name, c->structured, c->meta);
 }
 
 static void
 opt_export_name (struct conn *c, const uint8_t *data, uint32_t len)
 {
   char *name = get_string (data, len), why[512];
-  struct export *e = name ? export_lookup_for_client (name) : NULL;
+  struct server_export *x;
   struct out_msg *m;
   uint8_t *p;
-  int r;
+  int r = SERVER_LOOKUP_UNKNOWN;
 
-  if (e == NULL) {
+  x = name ? lookup (c, name, false, &r, why, sizeof why) : NULL;
+  if (x == NULL) {
     /* EXPORT_NAME has no error reply: closing is the answer. */
-    log_info ("%s: unknown export '%s' requested", c->peer, name ? name : "?");
+    if (r == SERVER_LOOKUP_UNKNOWN)
+      log_info ("%s: unknown export '%s' requested", c->peer, name ? name : "?");
+    else if (r == SERVER_LOOKUP_REFUSED)
+      log_warn ("%s: %s", c->peer, why);
     free (name);
-    conn_want_close (c);
+    if (!c->closed)             /* out of memory closed it already */
+      conn_want_close (c);
     return;
   }
-  r = export_accept_peer (e, name, c->client.tls_username, why, sizeof why);
   free (name);
-  if (r == -1) {
-    log_warn ("%s: %s", c->peer, why);
-    conn_want_close (c);       /* no error reply exists for EXPORT_NAME */
-    return;
-  }
-  c->client.peer = r == 1;
-  enter_transmission (c, e);
+  enter_transmission (c, x);
   m = conn_msg_new (NULL);
   if (m == NULL) {
     conn_close (c, "out of memory");
     return;
   }
-  p = put64 (m->hdr, export_size (e));
+  p = put64 (m->hdr, blk_size (x->blk));
   p = put16 (p, c->eflags);
   m->hdr_len = (size_t) (p - m->hdr);
   if (!(c->client_flags & NBD_FLAG_C_NO_ZEROES)) {
@@ -174,13 +187,13 @@ opt_export_name (struct conn *c, const uint8_t *data, uint32_t len)
 }
 
 static void
-send_info_export (struct conn *c, struct export *e)
+send_info_export (struct conn *c, struct server_export *x)
 {
   uint8_t buf[12], *p = buf;
 
   p = put16 (p, NBD_INFO_EXPORT);
-  p = put64 (p, export_size (e));
-  p = put16 (p, transmission_flags (c, e));
+  p = put64 (p, blk_size (x->blk));
+  p = put16 (p, transmission_flags (c, x->blk));
   reply (c, NBD_REP_INFO, buf, (size_t) (p - buf));
 }
 
@@ -212,13 +225,31 @@ send_info_string (struct conn *c, uint16_t type, const char *s)
   free (buf);
 }
 
+/* Looks NAME up for INFO, GO or a meta-context option, answering the
+ * client when it is unknown or refused. */
+static struct server_export *
+lookup_or_refuse (struct conn *c, const char *name, bool meta)
+{
+  char why[512];
+  int r;
+  struct server_export *x = lookup (c, name, meta, &r, why, sizeof why);
+
+  if (r == SERVER_LOOKUP_UNKNOWN)
+    reply_error (c, NBD_REP_ERR_UNKNOWN, "export '%s' not found", name);
+  else if (r == SERVER_LOOKUP_REFUSED) {
+    log_warn ("%s: %s", c->peer, why);
+    reply_error (c, NBD_REP_ERR_POLICY, "%s", why);
+  }
+  return x;
+}
+
 static void
 opt_info_go (struct conn *c, const uint8_t *data, uint32_t len)
 {
   uint32_t namelen;
   uint16_t nreq;
   char *name;
-  struct export *e;
+  struct server_export *x;
   bool want_name = false, want_desc = false;
 
   if (len < 6 || (namelen = get32 (data)) > len - 6
@@ -232,36 +263,46 @@ opt_info_go (struct conn *c, const uint8_t *data, uint32_t len)
     reply_error (c, NBD_REP_ERR_INVALID, "invalid export name");
     return;
   }
-  e = export_lookup_for_client (name);
-  if (e == NULL) {
-    reply_error (c, NBD_REP_ERR_UNKNOWN, "export '%s' not found", name);
-    free (name);
-    return;
-  }
-  if (accept_peer (c, e, name) == -1) {
-    free (name);
-    return;
-  }
+  x = lookup_or_refuse (c, name, false);
   free (name);
+  if (x == NULL)
+    return;
   for (uint16_t i = 0; i < nreq; i++) {
     uint16_t t = get16 (data + 4 + namelen + 2 + 2u * i);
     want_name |= t == NBD_INFO_NAME;
     want_desc |= t == NBD_INFO_DESCRIPTION;
   }
-  send_info_export (c, e);
+  send_info_export (c, x);
   send_info_block_size (c);
   if (want_name)
-    send_info_string (c, NBD_INFO_NAME, e->spec.name);
-  if (want_desc) {
-    char desc[EXPORT_DESCRIPTION_MAX];
-    export_describe (e, desc, sizeof desc);
-    send_info_string (c, NBD_INFO_DESCRIPTION, desc);
-  }
+    send_info_string (c, NBD_INFO_NAME, x->name);
+  if (want_desc)
+    send_info_string (c, NBD_INFO_DESCRIPTION, x->description);
+  if (!c->closed)
+    reply (c, NBD_REP_ACK, NULL, 0);
+  if (!c->closed && c->option == NBD_OPT_GO)
+    enter_transmission (c, x);
+  else
+    put_export (x);
+}
+
+static void
+list_one (void *arg, const char *name)
+{
+  struct conn *c = arg;
+  size_t n = strlen (name);
+  uint8_t *buf;
+
   if (c->closed)
     return;
-  reply (c, NBD_REP_ACK, NULL, 0);
-  if (c->option == NBD_OPT_GO)
-    enter_transmission (c, e);
+  if ((buf = malloc (4 + n)) == NULL) {
+    conn_close (c, "out of memory");
+    return;
+  }
+  put32 (buf, (uint32_t) n);
+  memcpy (buf + 4, name, n);
+  reply (c, NBD_REP_SERVER, buf, 4 + n);
+  free (buf);
 }
 
 static void
@@ -271,19 +312,9 @@ opt_list (struct conn *c, uint32_t len)
     reply_error (c, NBD_REP_ERR_INVALID, "LIST takes no data");
     return;
   }
-  for (struct export *e = export_first (); e && !c->closed; e = export_next (e)) {
-    size_t n = strlen (e->spec.name);
-    uint8_t *buf = malloc (4 + n);
-    if (buf == NULL) {
-      conn_close (c, "out of memory");
-      return;
-    }
-    put32 (buf, (uint32_t) n);
-    memcpy (buf + 4, e->spec.name, n);
-    reply (c, NBD_REP_SERVER, buf, 4 + n);
-    free (buf);
-  }
-  reply (c, NBD_REP_ACK, NULL, 0);
+  server_backend ()->list (list_one, c);
+  if (!c->closed)
+    reply (c, NBD_REP_ACK, NULL, 0);
 }
 
 static void
@@ -291,6 +322,7 @@ opt_meta_context (struct conn *c, const uint8_t *data, uint32_t len)
 {
   uint32_t namelen, nq;
   char *name;
+  struct server_export *x;
 
   if (c->option == NBD_OPT_SET_META_CONTEXT && !c->structured) {
     reply_error (c, NBD_REP_ERR_INVALID,
@@ -307,16 +339,16 @@ opt_meta_context (struct conn *c, const uint8_t *data, uint32_t len)
     return;
   }
   nq = get32 (data + 4 + namelen);
-  if (export_lookup_for_client (name) == NULL) {
-    reply_error (c, NBD_REP_ERR_UNKNOWN, "export '%s' not found", name);
+  if ((x = lookup_or_refuse (c, name, true)) == NULL) {
     free (name);
     return;
   }
-  if (block_status_list_contexts (c, c->option, name, data + 8 + namelen, nq,
-                                  len - 8 - namelen) == -1)
+  if (block_status_list_contexts (c, c->option, name, x, data + 8 + namelen,
+                                  nq, len - 8 - namelen) == -1)
     reply_error (c, NBD_REP_ERR_INVALID, "malformed meta context query");
   else
     reply (c, NBD_REP_ACK, NULL, 0);
+  put_export (x);
   free (name);
 }
 

@@ -6,6 +6,10 @@
 
 /* Between server.c (listeners, the set of connections) and conn.c. */
 struct loop *server_loop (void);
+/* The exports' owner (backend.h) and its meta-context providers. */
+const struct server_backend *server_backend (void);
+unsigned server_meta_count (void);
+const struct server_meta_provider *server_meta (unsigned i);
 /* C has output: flush it in the loop's prepare hook. */
 void server_mark_flush (struct conn *c);
 /* C stopped parsing at a limit: parse again from the loop. */

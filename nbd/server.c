@@ -53,6 +53,9 @@ struct listener {
 static struct {
   struct loop *loop;
   struct server_limits limits;
+  const struct server_backend *backend;
+  const struct server_meta_provider *meta[SERVER_MAX_META_PROVIDERS];
+  unsigned nr_meta;
   struct listener listeners[MAX_LISTENERS];
   unsigned nr_listeners;
   struct list conns;
@@ -74,6 +77,24 @@ struct loop *
 server_loop (void)
 {
   return srv.loop;
+}
+
+const struct server_backend *
+server_backend (void)
+{
+  return srv.backend;
+}
+
+unsigned
+server_meta_count (void)
+{
+  return srv.nr_meta;
+}
+
+const struct server_meta_provider *
+server_meta (unsigned i)
+{
+  return srv.meta[i];
 }
 
 void
@@ -183,10 +204,18 @@ tick (void *opaque)
 }
 
 int
-server_init (struct loop *loop, const struct server_limits *limits)
+server_init (struct loop *loop, const struct server_limits *limits,
+             const struct server_backend *backend,
+             const struct server_meta_provider *const *meta, unsigned nr_meta)
 {
+  if (nr_meta > SERVER_MAX_META_PROVIDERS)
+    return error_set (EINVAL, "too many meta-context providers");
   srv.loop = loop;
   srv.limits = *limits;
+  srv.backend = backend;
+  srv.nr_meta = nr_meta;
+  for (unsigned i = 0; i < nr_meta; i++)
+    srv.meta[i] = meta[i];
   admission_init (limits);
   list_init (&srv.conns);
   list_init (&srv.flush);
@@ -220,15 +249,10 @@ peer_name (int fd, const struct sockaddr_storage *ss, char *buf, size_t len)
 }
 
 static void
-export_client_shutdown (struct export_client *ec)
+client_shutdown (struct server_client *sc)
 {
-  struct conn *c = (struct conn *) ((char *) ec - offsetof (struct conn, client));
-  conn_drain (c);
+  conn_drain ((struct conn *) ((char *) sc - offsetof (struct conn, client)));
 }
-
-static const struct export_client_ops client_ops = {
-  .shutdown = export_client_shutdown,
-};
 
 static void send_greeting (struct conn *c);
 
@@ -292,7 +316,7 @@ serve (int fd, bool is_unix, const struct sockaddr_storage *ss)
   c->refs = 1;
   c->is_unix = is_unix;
   c->host = host;
-  c->client.ops = &client_ops;
+  c->client.shutdown = client_shutdown;
   list_init (&c->client.node);
   list_init (&c->outq);
   list_init (&c->flush_node);

@@ -5,13 +5,16 @@
 #include <stdbool.h>
 
 #include "common/loop.h"
+#include "backend.h"
 
 /* The NBD server: listening sockets and the connections they accept.
  *
  * Each connection is a state machine driven by the loop (see conn.h):
  * fixed-newstyle negotiation, then transmission with many requests in
  * flight, answered as they complete.  The server only knows exports
- * through mirrord/export.h.
+ * through the backend its owner passes to server_init() (backend.h):
+ * a lookup callback yielding block stacks (image/block.h), and
+ * providers of extra meta contexts.
  */
 
 /* Beyond a limit, a new connection is accepted and closed at once
@@ -25,7 +28,12 @@ struct server_limits {
                                    finish within it */
 };
 
-int server_init (struct loop *loop, const struct server_limits *limits);
+/* BACKEND and the providers in META (NR_META of them, at most
+ * SERVER_MAX_META_PROVIDERS) must outlive the server. */
+int server_init (struct loop *loop, const struct server_limits *limits,
+                 const struct server_backend *backend,
+                 const struct server_meta_provider *const *meta,
+                 unsigned nr_meta);
 /* TLS-PSK with KEYS (which must outlive the server): every TCP
  * connection must then start TLS; unix-socket ones may. */
 struct psk_keys;

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* Transmission: request headers in, requests to the export, replies out.
+/* Transmission: request headers in, requests to the export's block
+ * stack (image/block.h), replies out.
  *
  * A request's life: header parsed and checked (request.c); for WRITE
  * the payload is read into a pooled buffer; the request is submitted
@@ -23,19 +24,31 @@
 #define MIN_HOLE 4096
 #define MAX_READ_CHUNKS 1024
 
+/* The export's flags as the block stack states them now. */
 uint16_t
-transmission_flags (const struct conn *c, const struct export *e)
+transmission_flags (const struct conn *c, struct blk *b)
 {
-  uint16_t f = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA
-    | NBD_FLAG_CAN_MULTI_CONN | NBD_FLAG_SEND_CACHE;
+  unsigned bf = blk_flags (b);
+  uint16_t f = NBD_FLAG_HAS_FLAGS;
 
   if (c->structured)
     f |= NBD_FLAG_SEND_DF;
-  if (export_looks_writable_by (e, &c->client))
-    f |= NBD_FLAG_SEND_TRIM | NBD_FLAG_SEND_WRITE_ZEROES
-      | NBD_FLAG_SEND_FAST_ZERO;
-  else
-    f |= NBD_FLAG_READ_ONLY;
+  if (bf & BLK_CAN_FLUSH)
+    f |= NBD_FLAG_SEND_FLUSH;
+  if (bf & BLK_CAN_FUA)
+    f |= NBD_FLAG_SEND_FUA;
+  if (bf & BLK_CAN_MULTI_CONN)
+    f |= NBD_FLAG_CAN_MULTI_CONN;
+  if (bf & BLK_CAN_CACHE)
+    f |= NBD_FLAG_SEND_CACHE;
+  if (bf & BLK_READ_ONLY)
+    return f | NBD_FLAG_READ_ONLY;
+  if (bf & BLK_CAN_TRIM)
+    f |= NBD_FLAG_SEND_TRIM;
+  if (bf & BLK_CAN_ZERO)
+    f |= NBD_FLAG_SEND_WRITE_ZEROES;
+  if (bf & BLK_CAN_FAST_ZERO)
+    f |= NBD_FLAG_SEND_FAST_ZERO;
   return f;
 }
 
@@ -211,7 +224,7 @@ log_request_error (struct conn *c, const struct request *req, int err)
     return;
   }
   log_err ("%s: export %s: %s at %llu+%u failed: %s (%u more since the last "
-           "report)", c->peer, c->exp->spec.name, proto_cmd_name (req->type),
+           "report)", c->peer, c->exp->name, proto_cmd_name (req->type),
            (unsigned long long) req->offset, req->count, strerror (err),
            c->io_errors_unlogged);
   c->io_error_logged_ns = now;
@@ -242,13 +255,13 @@ request_done (struct image_io *io, int err)
 static void
 submit (struct conn *c, struct request *req)
 {
-  struct image_io *io = &req->xio.io;
+  struct image_io *io = &req->breq.io;
 
   if (req->type == NBD_CMD_BLOCK_STATUS) {
     block_status_start (req);
     return;
   }
-  memset (&req->xio, 0, sizeof req->xio);
+  blk_req_init (&req->breq);
   io->offset = req->offset;
   io->count = req->count;
   io->buf = req->buf;
@@ -288,8 +301,7 @@ submit (struct conn *c, struct request *req)
     io->flags = 0;
     break;
   }
-  req->xio.from_peer = c->client.peer;
-  export_submit (c->exp, &req->xio);
+  blk_submit (c->exp->blk, &req->breq);
 }
 
 void
@@ -362,9 +374,9 @@ static void
 handle_header (struct conn *c, const uint8_t *h)
 {
   struct request_ctx ctx = {
-    .size = export_size (c->exp),
+    .size = blk_size (c->exp->blk),
     .writable = !(c->eflags & NBD_FLAG_READ_ONLY)
-      && export_writable_by (c->exp, &c->client),
+      && blk_writable (c->exp->blk),
     .structured = c->structured,
     .meta_selected = c->meta != 0,
     .eflags = c->eflags,

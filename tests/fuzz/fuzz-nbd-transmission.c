@@ -14,7 +14,7 @@
  *   bit 4  EXPORT_NAME instead of GO
  *   bit 5  the client flag NO_ZEROES
  * then the request stream.  It runs through the real server
- * (nbd-harness.c) against real exports.
+ * (nbd-harness.c) against its memory disks.
  */
 #include <config.h>
 

@@ -13,17 +13,22 @@
  * early (the server owes nothing to a client that hung up), and
  * STARTTLS can be answered before what follows it arrives.
  * So every byte goes through conn.c's receive, buffering and flow
- * control, the handshake and transmission parsers, block-status, the
- * export layer (dirty bitmap included) and the raw image driver, just
- * as from a real client — and a stream that wedges the server shows up
- * as a libFuzzer timeout.
+ * control, the handshake and transmission parsers and block-status,
+ * just as from a real client — and a stream that wedges the server
+ * shows up as a libFuzzer timeout.
+ *
+ * The server is linked with a test backend only (nbd/backend.h): two
+ * memory disks behind the block interface (tests/blk-mem.h), one
+ * read-only, and a dirty-bitmap context that marks what was written.
+ * No export, image or daemon code is involved: nbd/ alone is under
+ * test.
  *
  * One input is over when the server has closed the connection, freed
  * it (after its last request completed) and no I/O is in flight.  A
  * prepare hook, run before the loop would wait (after replies went
- * out), checks these conditions.  The exports and their files persist between inputs (the
- * daemon's exports outlive clients too); their contents only steer
- * which paths reads and block status take.
+ * out), checks these conditions.  The disks persist between inputs
+ * (the daemon's exports outlive clients too); their contents only
+ * steer which paths reads and block status take.
  */
 #include <config.h>
 
@@ -39,12 +44,11 @@
 
 #include "common/bufpool.h"
 #include "common/error.h"
-#include "common/ioq.h"
 #include "common/log.h"
 #include "common/loop.h"
 #include "common/psk.h"
-#include "mirrord/export.h"
 #include "nbd/server.h"
+#include "tests/blk-mem.h"
 #include "fuzz.h"
 #include "nbd-harness.h"
 
@@ -54,12 +58,19 @@
  * but STARTTLS then runs gnutls over what the input sends. */
 #define PSK_TEXT "fuzz:000102030405060708090a0b0c0d0e0f\n"
 
+#define GRANULE 65536u
+
+struct disk {
+  const char *name;
+  struct blk_mem mem;
+  bool has_bitmap;
+};
+
 static struct {
   struct loop *loop;
-  struct ioq *ioq;
   struct psk_keys *keys;
-  char dir[64];
-  char paths[4][96];            /* disk, ro disk, their bitmap files */
+  struct disk disks[2];         /* FUZZ_EXPORT_RW, FUZZ_EXPORT_RO */
+  unsigned attached;
   bool running;
 } h;
 
@@ -84,42 +95,116 @@ die (const char *what)
   abort ();
 }
 
-/* A disk image with a few data runs and holes between them, so reads
- * and base:allocation meet both. */
+/* A disk with a few data runs and holes between them, so reads and
+ * base:allocation meet both. */
 static void
-make_disk (const char *path, uint64_t size)
+make_disk (struct disk *d, const char *name, uint64_t size, bool readonly)
 {
   static const uint64_t runs[][2] = { { 0, 65536 }, { 200000, 5000 },
                                       { 524288, 8192 } };
-  uint8_t buf[8192];
-  int fd = open (path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 
-  if (fd == -1 || ftruncate (fd, (off_t) size) == -1) {
-    perror (path);
+  d->name = name;
+  d->has_bitmap = !readonly;
+  if (blk_mem_init (&d->mem, h.loop, size, readonly) == -1) {
+    perror ("disk");
     abort ();
   }
   for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++)
-    for (uint64_t off = runs[r][0]; off < runs[r][0] + runs[r][1]; off += sizeof buf) {
-      size_t n = runs[r][0] + runs[r][1] - off < sizeof buf
-        ? (size_t) (runs[r][0] + runs[r][1] - off) : sizeof buf;
-      memset (buf, (int) (off >> 12) + 1, n);
-      if (pwrite (fd, buf, n, (off_t) off) != (ssize_t) n) {
-        perror (path);
-        abort ();
-      }
-    }
-  close (fd);
+    for (uint64_t off = runs[r][0]; off < runs[r][0] + runs[r][1]; off++)
+      d->mem.data[off] = (uint8_t) ((off >> 12) + 1);
+}
+
+/* ---- The test backend ---- */
+
+static int
+lookup (const char *name, const char *tls_user, bool meta,
+        struct server_export *out, char *why, size_t len)
+{
+  for (size_t i = 0; i < sizeof h.disks / sizeof h.disks[0]; i++) {
+    struct disk *d = &h.disks[i];
+    if (strcmp (name, d->name) != 0)
+      continue;
+    out->blk = &d->mem.blk;
+    out->handle = d;
+    snprintf (out->name, sizeof out->name, "%s", d->name);
+    snprintf (out->description, sizeof out->description,
+              "fuzz disk %s", d->name);
+    return SERVER_LOOKUP_OK;
+  }
+  return SERVER_LOOKUP_UNKNOWN;
 }
 
 static void
-add_export (const char *def)
+release (void *handle)
 {
-  struct export_spec spec;
+}
 
-  export_spec_init (&spec);
-  if (export_spec_parse (&spec, def) == -1 || export_add (&spec, false) == NULL)
-    die (def);
-  export_spec_clear (&spec);
+static void
+attach (void *handle, struct server_client *c)
+{
+  h.attached++;
+}
+
+static void
+detach (void *handle, struct server_client *c)
+{
+  h.attached--;
+}
+
+static void
+list (void (*fn) (void *arg, const char *name), void *arg)
+{
+  for (size_t i = 0; i < sizeof h.disks / sizeof h.disks[0]; i++)
+    fn (arg, h.disks[i].name);
+}
+
+static const struct server_backend backend = {
+  .lookup = lookup, .release = release, .attach = attach, .detach = detach,
+  .list = list,
+};
+
+/* qemu:dirty-bitmap:NAME: a granule is dirty when its first byte is
+ * not zero, so the context has both kinds of extent and follows the
+ * writes. */
+static int
+dirty_name (void *handle, const char *export, char *buf, size_t len)
+{
+  struct disk *d = handle;
+
+  if (!d->has_bitmap)
+    return -1;
+  snprintf (buf, len, "qemu:dirty-bitmap:%s", d->name);
+  return 0;
+}
+
+static int
+dirty_extents (void *handle, uint64_t offset, uint64_t count,
+               struct image_extents *out)
+{
+  struct disk *d = handle;
+
+  for (uint64_t pos = offset; pos < offset + count; ) {
+    uint64_t end = (pos / GRANULE + 1) * GRANULE;
+    bool dirty = d->mem.data[pos] != 0;
+    if (end > offset + count)
+      end = offset + count;
+    int r = image_extents_add (out, pos, end - pos, dirty ? 1 : 0);
+    if (r != 0)
+      return r < 0 ? -1 : 0;
+    pos = end;
+  }
+  return 0;
+}
+
+static const struct server_meta_provider dirty_bitmap = {
+  .name = dirty_name, .listed_by_default = true, .extents = dirty_extents,
+};
+static const struct server_meta_provider *const meta[] = { &dirty_bitmap };
+
+static unsigned
+io_in_flight (void)
+{
+  return h.disks[0].mem.in_flight + h.disks[1].mem.in_flight;
 }
 
 static void client_send (struct client *cl);
@@ -134,7 +219,7 @@ server_quiet (const struct client *cl)
     perror ("SIOCOUTQ");
     abort ();
   }
-  return unread == 0 && ioq_in_flight (h.ioq) == 0;
+  return unread == 0 && io_in_flight () == 0;
 }
 
 static void
@@ -154,7 +239,7 @@ check_idle (void *opaque)
   if (!h.running || cl == NULL)
     return;
   if (cl->eof) {
-    if (server_connections_alive () == 0 && ioq_in_flight (h.ioq) == 0) {
+    if (server_connections_alive () == 0 && io_in_flight () == 0) {
       h.running = false;
       loop_stop (h.loop);
     }
@@ -174,54 +259,23 @@ check_idle (void *opaque)
   shutdown (cl->fd, SHUT_WR);
 }
 
-static void
-cleanup_files (void)
-{
-  for (size_t i = 0; i < sizeof h.paths / sizeof h.paths[0]; i++)
-    if (h.paths[i][0])
-      unlink (h.paths[i]);
-  if (h.dir[0])
-    rmdir (h.dir);
-}
-
 void
 nbd_harness_init (const char *ident)
 {
   struct server_limits limits = { .handshake_timeout_s = 60 };
-  char def[256];
 
   log_init (ident, false, FUZZ_LOG_VERBOSITY);
-  /* tmpfs if there is one: bitmap flushes call fdatasync. */
-  snprintf (h.dir, sizeof h.dir, "%s/mirrord-%s-XXXXXX",
-            access ("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp", ident);
-  if (mkdtemp (h.dir) == NULL) {
-    perror (h.dir);
-    abort ();
-  }
-  atexit (cleanup_files);
-  snprintf (h.paths[0], sizeof h.paths[0], "%s/disk.img", h.dir);
-  snprintf (h.paths[1], sizeof h.paths[1], "%s/ro.img", h.dir);
-  snprintf (h.paths[2], sizeof h.paths[2], "%s/%s.bitmap", h.dir, FUZZ_EXPORT_RW);
-  snprintf (h.paths[3], sizeof h.paths[3], "%s/%s.bitmap", h.dir, FUZZ_EXPORT_RO);
-  make_disk (h.paths[0], DISK_SIZE);
-  make_disk (h.paths[1], RO_DISK_SIZE);
-
   h.loop = loop_new ();
-  h.ioq = h.loop ? ioq_new (h.loop, 64, 2) : NULL;
-  if (h.ioq == NULL || server_init (h.loop, &limits) == -1
+  if (h.loop == NULL)
+    die ("setting up the loop");
+  make_disk (&h.disks[0], FUZZ_EXPORT_RW, DISK_SIZE, false);
+  make_disk (&h.disks[1], FUZZ_EXPORT_RO, RO_DISK_SIZE, true);
+  if (server_init (h.loop, &limits, &backend, meta, 1) == -1
       || loop_add_prepare (h.loop, LOOP_PREPARE_SUBMIT + 100, check_idle, NULL) == -1)
     die ("setting up the loop");
   h.keys = psk_parse ("fuzz-psk", PSK_TEXT, strlen (PSK_TEXT));
   if (h.keys == NULL || server_enable_tls (h.keys) == -1)
     die ("TLS");
-  if (export_registry_init (h.ioq, h.dir) == -1)
-    die ("exports");
-  snprintf (def, sizeof def, "%s=%s,format=raw,cache=writeback,granularity=64K",
-            FUZZ_EXPORT_RW, h.paths[0]);
-  add_export (def);
-  snprintf (def, sizeof def, "%s=%s,format=raw,cache=writeback,readonly,bitmap=false",
-            FUZZ_EXPORT_RO, h.paths[1]);
-  add_export (def);
 }
 
 static void
@@ -313,20 +367,11 @@ nbd_harness_run (const uint8_t *data, size_t size, bool tcp,
 void
 nbd_harness_free (void)
 {
-  export_remove_all ();
-  /* Closing the bitmaps may have queued a last flush: let it finish. */
-  while (ioq_in_flight (h.ioq) > 0) {
-    struct client idle = { .fd = -1, .eof = true };
-    current = &idle;
-    h.running = true;
-    if (loop_run (h.loop) == -1)
-      die ("loop");
-    current = NULL;
-  }
   server_free ();
-  ioq_free (h.ioq);
   loop_free (h.loop);
   psk_free (h.keys);
+  for (size_t i = 0; i < sizeof h.disks / sizeof h.disks[0]; i++)
+    blk_mem_free (&h.disks[i].mem);
   bufpool_drain ();
 }
 

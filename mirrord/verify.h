@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-#ifndef MIRRORD_HA_VERIFY_H
-#define MIRRORD_HA_VERIFY_H
+#ifndef MIRRORD_VERIFY_H
+#define MIRRORD_VERIFY_H
 
 #include <json-c/json.h>
 
