@@ -104,7 +104,7 @@ for args in "" "bogus" "status vm1 vm2" "export" "export add vm3" \
   [ "$got" -eq 2 ] || fail "mirrorctl $args: exit $got, expected 2"
   [ -s "$TESTDIR/err" ] || fail "mirrorctl $args: no message"
 done
-"$MIRRORCTL" --help | grep -q 'export add NAME PATH' || fail "--help"
+"$MIRRORCTL" --help | grep 'export add NAME PATH' >/dev/null || fail "--help"
 "$MIRRORCTL" --version | grep -q '^mirrorctl [0-9]' || fail "--version"
 
 # Mirror commands the daemon refuses here: exit 1 and the reason.

@@ -8,7 +8,7 @@ requires nbdinfo --version
 requires qemu-io --version
 
 # --help, --version, usage errors.
-"$MIRRORD" --help | grep -q -- '--nbd-listen' || fail "--help lacks options"
+"$MIRRORD" --help | grep -- '--nbd-listen' >/dev/null || fail "--help lacks options"
 "$MIRRORD" --version | grep -q '^mirrord [0-9]' || fail "--version"
 expect_status 2 "$MIRRORD" --no-such-option
 expect_status 2 "$MIRRORD" stray-argument

@@ -20,7 +20,7 @@ guest_requires
 JOB="mirrord.seed=$$ mirrord.count=128"
 start_migration_source w1 "$JOB"
 
-if ! "$MIRRORCTL" --help | grep -q 'migrate handover'; then
+if ! "$MIRRORCTL" --help | grep 'migrate handover' >/dev/null; then
   st=0
   MIRRORCTL=$MIRRORCTL "$top_srcdir/ctl/mirrord-migrate" --src-qmp "$TESTDIR/w1.qmp" \
     --dst-qmp "$TESTDIR/none.qmp" --uri "unix:$TESTDIR/none.mig" --export vm1 \
