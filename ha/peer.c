@@ -12,6 +12,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "mirrord/target.h"
+#include "mirrord/tls-worker.h"
 #include "peer.h"
 
 #define BLOCK_STATUS_CHUNK (1ull << 30)
@@ -23,6 +24,7 @@ struct peer_op {
   struct loop *loop;
   struct nbd_handle *h;
   struct loop_source *src, *timer;
+  int fd;                       /* H's socket (H may be with a worker) */
   struct loop_deferred later, first_look;
   bool issued, finished;
   int err;
@@ -45,8 +47,7 @@ op_free (struct peer_op *op)
     loop_source_remove (op->src);
   if (op->timer)
     loop_source_remove (op->timer);
-  if (op->h)
-    nbd_close (op->h);
+  tls_worker_close (op->h);
   loop_cancel_deferred (op->loop, &op->later);
   loop_cancel_deferred (op->loop, &op->first_look);
   free (op->state);
@@ -212,10 +213,19 @@ static void
 on_event (void *opaque, uint32_t events)
 {
   struct peer_op *op = opaque;
+  int r;
 
-  if (target_handle_events (op->h, events) == -1) {
-    int err = nbd_get_errno ();
-    log_debug ("peer: %s", nbd_get_error ());
+  if (op->finished)             /* a worker's late report */
+    return;
+  r = target_handle_events (op->loop, op->h, op->fd, events, on_event, op,
+                            NULL);
+  if (r == 1) {                 /* with a TLS worker (tls-worker.h) */
+    loop_source_set_events (op->src, 0);
+    return;
+  }
+  if (r == -1) {
+    int err = tls_worker_errno (op->h);
+    log_debug ("peer: %s", tls_worker_error (op->h));
     /* The reason matters: a refused connection means no process
      * listens there any more. */
     finish (op, err > 0 ? err : ECONNRESET);
@@ -243,7 +253,8 @@ on_timeout (void *opaque)
   struct peer_op *op = opaque;
 
   log_debug ("peer op %p: timed out in %s", (void *) op,
-             nbd_connection_state (op->h));
+             tls_worker_busy (op->h) ? "its TLS handshake"
+             : nbd_connection_state (op->h));
   loop_source_remove (op->timer);
   op->timer = NULL;
   finish (op, ETIMEDOUT);
@@ -278,6 +289,7 @@ op_start (struct loop *loop, enum kind kind, const char *uri,
                nbd_get_error ());
     goto err;
   }
+  op->fd = fd;
   op->src = loop_add_fd (loop, fd, EPOLLIN | EPOLLOUT, on_event, op);
   op->timer = loop_add_timer (loop, timeout_ms, 0, on_timeout, op);
   if (op->src == NULL || op->timer == NULL)

@@ -16,6 +16,7 @@
 #include "common/log.h"
 #include "mirrord/export.h"
 #include "mirrord/target.h"
+#include "mirrord/tls-worker.h"
 #include "verify.h"
 
 #define CHUNK (1u << 20)
@@ -27,6 +28,7 @@ struct verify {
   struct loop *loop;
   struct nbd_handle *h;
   struct loop_source *src, *timer;
+  int fd;                       /* H's socket (H may be with a worker) */
   struct loop_deferred later, first_look;
   uint64_t size, pos, len, block;
   uint8_t *local, *remote;
@@ -49,8 +51,7 @@ v_free (struct verify *v)
     loop_source_remove (v->src);
   if (v->timer)
     loop_source_remove (v->timer);
-  if (v->h)
-    nbd_close (v->h);
+  tls_worker_close (v->h);
   loop_cancel_deferred (v->loop, &v->later);
   loop_cancel_deferred (v->loop, &v->first_look);
   if (v->local)
@@ -211,9 +212,17 @@ static void
 on_event (void *opaque, uint32_t events)
 {
   struct verify *v = opaque;
+  int r;
 
-  if (target_handle_events (v->h, events) == -1) {
-    const char *e = nbd_get_error ();
+  if (v->finished)              /* a worker's late report */
+    return;
+  r = target_handle_events (v->loop, v->h, v->fd, events, on_event, v, NULL);
+  if (r == 1) {                 /* with a TLS worker (tls-worker.h) */
+    loop_source_set_events (v->src, 0);
+    return;
+  }
+  if (r == -1) {
+    const char *e = tls_worker_error (v->h);
     snprintf (v->why, sizeof v->why, "%s", e ? e : "connection lost");
     finish (v, ECONNRESET);
     return;
@@ -288,6 +297,7 @@ verify_start (struct export *e, const char *uri, verify_done_fn done,
     v_free (v);
     return -1;
   }
+  v->fd = fd;
   v->src = loop_add_fd (v->loop, fd, EPOLLIN | EPOLLOUT, on_event, v);
   v->timer = loop_add_timer (v->loop, 1000, 1000, watchdog, v);
   if (v->src == NULL || v->timer == NULL) {
