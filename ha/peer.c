@@ -24,7 +24,6 @@ struct peer_op {
   struct loop *loop;
   struct nbd_handle *h;
   struct loop_source *src, *timer;
-  int fd;                       /* H's socket (H may be with a worker) */
   struct loop_deferred later, first_look;
   bool issued, finished;
   int err;
@@ -217,8 +216,7 @@ on_event (void *opaque, uint32_t events)
 
   if (op->finished)             /* a worker's late report */
     return;
-  r = target_handle_events (op->loop, op->h, op->fd, events, on_event, op,
-                            NULL);
+  r = target_handle_events (op->loop, op->h, events, on_event, op, NULL);
   if (r == 1) {                 /* with a TLS worker (tls-worker.h) */
     loop_source_set_events (op->src, 0);
     return;
@@ -289,7 +287,6 @@ op_start (struct loop *loop, enum kind kind, const char *uri,
                nbd_get_error ());
     goto err;
   }
-  op->fd = fd;
   op->src = loop_add_fd (loop, fd, EPOLLIN | EPOLLOUT, on_event, op);
   op->timer = loop_add_timer (loop, timeout_ms, 0, on_timeout, op);
   if (op->src == NULL || op->timer == NULL)

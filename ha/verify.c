@@ -28,7 +28,6 @@ struct verify {
   struct loop *loop;
   struct nbd_handle *h;
   struct loop_source *src, *timer;
-  int fd;                       /* H's socket (H may be with a worker) */
   struct loop_deferred later, first_look;
   uint64_t size, pos, len, block;
   uint8_t *local, *remote;
@@ -216,7 +215,7 @@ on_event (void *opaque, uint32_t events)
 
   if (v->finished)              /* a worker's late report */
     return;
-  r = target_handle_events (v->loop, v->h, v->fd, events, on_event, v, NULL);
+  r = target_handle_events (v->loop, v->h, events, on_event, v, NULL);
   if (r == 1) {                 /* with a TLS worker (tls-worker.h) */
     loop_source_set_events (v->src, 0);
     return;
@@ -297,7 +296,6 @@ verify_start (struct export *e, const char *uri, verify_done_fn done,
     v_free (v);
     return -1;
   }
-  v->fd = fd;
   v->src = loop_add_fd (v->loop, fd, EPOLLIN | EPOLLOUT, on_event, v);
   v->timer = loop_add_timer (v->loop, 1000, 1000, watchdog, v);
   if (v->src == NULL || v->timer == NULL) {

@@ -36,7 +36,6 @@ struct tconn {
   struct target *t;
   struct nbd_handle *h;
   struct loop_source *src;
-  int fd;                       /* its socket (H may be with a worker) */
   bool ready, dead;
   unsigned busy;                /* commands in flight on it */
   uint64_t progress_ns;         /* when it last moved (or started) */
@@ -269,11 +268,11 @@ conn_dead (struct tconn *c, const char *why)
 static int start_conn (struct target *t);
 
 int
-target_handle_events (struct loop *loop, struct nbd_handle *h, int fd,
-                       uint32_t events, loop_fd_cb cb, void *opaque,
-                       bool *failed)
+target_handle_events (struct loop *loop, struct nbd_handle *h,
+                      uint32_t events, loop_fd_cb cb, void *opaque,
+                      bool *failed)
 {
-  int r = tls_worker_notify (loop, h, fd, events, cb, opaque);
+  int r = tls_worker_notify (loop, h, events, cb, opaque);
 
   if (failed)
     *failed = r == -1;
@@ -317,8 +316,8 @@ on_conn_event (void *opaque, uint32_t events)
   c->progress_ns = loop_now_ns ();
   if (events & EPOLLIN)
     t->heard_ns = c->progress_ns;
-  switch (target_handle_events (t->loop, c->h, c->fd, events, on_conn_event,
-                                c, &failed)) {
+  switch (target_handle_events (t->loop, c->h, events, on_conn_event, c,
+                                &failed)) {
   case 1:                       /* in a worker's hands (tls-worker.h) */
     loop_source_set_events (c->src, 0);
     return;
@@ -403,7 +402,6 @@ start_conn (struct target *t)
     return -1;
   }
   c->progress_ns = loop_now_ns ();
-  c->fd = fd;
   c->src = loop_add_fd (t->loop, fd, EPOLLIN | EPOLLOUT, on_conn_event, c);
   if (c->src == NULL) {
     nbd_close (c->h);
@@ -475,12 +473,14 @@ watchdog (void *opaque)
 
   for (unsigned i = 0; i < t->nr_conns; i++) {
     struct tconn *c = &t->conns[i];
-    int outq = 0;
+    int outq = 0, fd;
     if (c->dead || c->h == NULL)
       continue;
+    /* A worker's handle: no libnbd call (tls-worker.h). */
+    fd = tls_worker_busy (c->h) ? -1 : nbd_aio_get_fd (c->h);
     /* A slow link is not a dead one: requests leaving the socket's
      * send queue count as progress, though no reply came yet. */
-    if (ioctl (c->fd, SIOCOUTQ, &outq) == 0) {
+    if (fd >= 0 && ioctl (fd, SIOCOUTQ, &outq) == 0) {
       if (outq < c->outq)
         c->progress_ns = now;
       c->outq = outq;
@@ -489,7 +489,10 @@ watchdog (void *opaque)
       continue;
     log_warn ("mirror target %s: no answer for %u ms: dropping the "
               "connection", t->uri, t->timeout_ms);
-    abort_socket (c->fd);
+    if (fd >= 0)
+      abort_socket (fd);
+    else
+      tls_worker_abort (c->h);
     c->progress_ns = now;       /* once per timeout */
   }
 }

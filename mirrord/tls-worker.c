@@ -28,7 +28,8 @@
 
 struct job {
   struct nbd_handle *h;
-  int fd;
+  int fd;                       /* a dup of H's socket: libnbd may close
+                                   its own while the worker runs */
   uint32_t events;
   loop_fd_cb cb;
   void *opaque;
@@ -71,6 +72,7 @@ job_free (struct job *j)
 {
   if (j->abandoned)
     nbd_close (j->h);
+  close (j->fd);
   pthread_mutex_destroy (&j->mu);
   free (j);
 }
@@ -209,28 +211,34 @@ before_tls (struct nbd_handle *h)
 }
 
 static int
-start (struct loop *loop, struct nbd_handle *h, int fd, uint32_t events,
+start (struct loop *loop, struct nbd_handle *h, uint32_t events,
        loop_fd_cb cb, void *opaque)
 {
+  int fd = nbd_aio_get_fd (h);  /* open: H is alive, and still ours */
   struct job *j = calloc (1, sizeof *j);
   pthread_attr_t attr;
   pthread_t th;
   int r;
 
-  if (j == NULL || ensure_pipe (loop) == -1) {
+  if (j == NULL || fd == -1 || ensure_pipe (loop) == -1) {
     free (j);
     return -1;
   }
-  *j = (struct job) { .h = h, .fd = fd, .events = events, .cb = cb,
-                      .opaque = opaque, .next = w.running };
+  *j = (struct job) { .h = h, .fd = fcntl (fd, F_DUPFD_CLOEXEC, 0),
+                      .events = events, .cb = cb, .opaque = opaque,
+                      .next = w.running };
+  if (j->fd == -1) {
+    free (j);
+    return -1;
+  }
   pthread_mutex_init (&j->mu, NULL);
   pthread_attr_init (&attr);
   pthread_attr_setdetachstate (&attr, PTHREAD_CREATE_DETACHED);
   r = pthread_create (&th, &attr, work, j);
   pthread_attr_destroy (&attr);
   if (r != 0) {
-    pthread_mutex_destroy (&j->mu);
-    free (j);
+    job_free (j);
+    errno = r;
     return -1;
   }
   w.running = j;
@@ -238,8 +246,8 @@ start (struct loop *loop, struct nbd_handle *h, int fd, uint32_t events,
 }
 
 int
-tls_worker_notify (struct loop *loop, struct nbd_handle *h, int fd,
-                   uint32_t events, loop_fd_cb cb, void *opaque)
+tls_worker_notify (struct loop *loop, struct nbd_handle *h, uint32_t events,
+                   loop_fd_cb cb, void *opaque)
 {
   if (w.delivering && w.delivering->h == h)
     return w.delivering->r;
@@ -248,13 +256,23 @@ tls_worker_notify (struct loop *loop, struct nbd_handle *h, int fd,
   if (events == 0)
     return 0;
   if (before_tls (h)) {
-    if (start (loop, h, fd, events, cb, opaque) == 0)
+    if (start (loop, h, events, cb, opaque) == 0)
       return 1;
     /* No thread: the handshake spins here, as it always did. */
     log_ratelimit (LOG_WARNING, "cannot start a TLS handshake worker (%s): "
                    "handshaking on the event loop", strerror (errno));
   }
   return notify (h, events);
+}
+
+void
+tls_worker_abort (struct nbd_handle *h)
+{
+  struct job *j = find (h);
+
+  /* Its recv() sees end of file: the handshake fails at once. */
+  if (j)
+    shutdown (j->fd, SHUT_RDWR);
 }
 
 bool
@@ -289,9 +307,8 @@ tls_worker_close (struct nbd_handle *h)
       nbd_close (h);
     return;
   }
+  tls_worker_abort (h);
   unlink_job (j);
-  /* Ends the worker's handshake soon: its recv() sees end of file. */
-  shutdown (j->fd, SHUT_RDWR);
   /* Reported already: the pipe's reader frees it; else the worker. */
   pthread_mutex_lock (&j->mu);
   j->abandoned = true;

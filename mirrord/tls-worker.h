@@ -29,8 +29,7 @@
  * returns at the first wait, before the server could have answered
  * STARTTLS.)
  *
- * tls_worker_notify: nbd_aio_notify_read/write for EVENTS on H, whose
- *   socket is FD.  Returns -1 (the call failed: tls_worker_error()),
+ * tls_worker_notify: nbd_aio_notify_read/write for EVENTS on H.  Returns -1 (the call failed: tls_worker_error()),
  *   0 (done), or 1: H is with a worker (or already was); make no
  *   libnbd call on H until CB (OPAQUE, 0) runs from LOOP, when the call
  *   on H returns the worker's result.
@@ -38,13 +37,16 @@
  * tls_worker_error, tls_worker_errno: why the last call on H failed
  *   (the worker's error while its result is delivered, else libnbd's
  *   for this thread).
+ * tls_worker_abort: ends the handshake of a worker's H soon (its socket
+ *   is shut down); the result comes back as usual.
  * tls_worker_close: nbd_close (H) now, or, while a worker has it, once
  *   the worker is done (its socket is shut down so that it ends soon);
  *   CB is not called then.
  */
-int tls_worker_notify (struct loop *loop, struct nbd_handle *h, int fd,
+int tls_worker_notify (struct loop *loop, struct nbd_handle *h,
                        uint32_t events, loop_fd_cb cb, void *opaque);
 bool tls_worker_busy (struct nbd_handle *h);
+void tls_worker_abort (struct nbd_handle *h);
 const char *tls_worker_error (struct nbd_handle *h);
 int tls_worker_errno (struct nbd_handle *h);
 void tls_worker_close (struct nbd_handle *h);
