@@ -216,11 +216,10 @@ on_event (void *opaque, uint32_t events)
 
   if (op->finished)             /* a worker's late report */
     return;
-  r = target_handle_events (op->loop, op->h, events, on_event, op, NULL);
-  if (r == 1) {                 /* with a TLS worker (tls-worker.h) */
-    loop_source_set_events (op->src, 0);
+  r = target_handle_events (op->loop, op->src, op->h, events, on_event, op,
+                            NULL);
+  if (r == 1)                   /* with a TLS worker (tls-worker.h) */
     return;
-  }
   if (r == -1) {
     int err = tls_worker_errno (op->h);
     log_debug ("peer: %s", tls_worker_error (op->h));

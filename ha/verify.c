@@ -215,11 +215,10 @@ on_event (void *opaque, uint32_t events)
 
   if (v->finished)              /* a worker's late report */
     return;
-  r = target_handle_events (v->loop, v->h, events, on_event, v, NULL);
-  if (r == 1) {                 /* with a TLS worker (tls-worker.h) */
-    loop_source_set_events (v->src, 0);
+  r = target_handle_events (v->loop, v->src, v->h, events, on_event, v,
+                            NULL);
+  if (r == 1)                   /* with a TLS worker (tls-worker.h) */
     return;
-  }
   if (r == -1) {
     const char *e = tls_worker_error (v->h);
     snprintf (v->why, sizeof v->why, "%s", e ? e : "connection lost");

@@ -268,16 +268,18 @@ conn_dead (struct tconn *c, const char *why)
 static int start_conn (struct target *t);
 
 int
-target_handle_events (struct loop *loop, struct nbd_handle *h,
-                      uint32_t events, loop_fd_cb cb, void *opaque,
-                      bool *failed)
+target_handle_events (struct loop *loop, struct loop_source *src,
+                      struct nbd_handle *h, uint32_t events, loop_fd_cb cb,
+                      void *opaque, bool *failed)
 {
   int r = tls_worker_notify (loop, h, events, cb, opaque);
 
   if (failed)
     *failed = r == -1;
-  if (r == 1)
+  if (r == 1) {                 /* the worker waits for the socket */
+    loop_source_set_events (src, 0);
     return 1;
+  }
   return r == -1 || nbd_aio_is_dead (h) || nbd_aio_is_closed (h) ? -1 : 0;
 }
 
@@ -316,10 +318,9 @@ on_conn_event (void *opaque, uint32_t events)
   c->progress_ns = loop_now_ns ();
   if (events & EPOLLIN)
     t->heard_ns = c->progress_ns;
-  switch (target_handle_events (t->loop, c->h, events, on_conn_event, c,
-                                &failed)) {
+  switch (target_handle_events (t->loop, c->src, c->h, events,
+                                on_conn_event, c, &failed)) {
   case 1:                       /* in a worker's hands (tls-worker.h) */
-    loop_source_set_events (c->src, 0);
     return;
   case -1:
     conn_dead (c, failed ? tls_worker_error (c->h) : NULL);
