@@ -52,8 +52,7 @@ op_free (struct peer_op *op)
     loop_source_remove (op->src);
   if (op->timer)
     loop_source_remove (op->timer);
-  if (op->h)
-    nbd_close (op->h);
+  client->close_handle (op->h);
   loop_cancel_deferred (op->loop, &op->later);
   loop_cancel_deferred (op->loop, &op->first_look);
   free (op->state);
@@ -233,16 +232,23 @@ static void
 on_event (void *opaque, uint32_t events)
 {
   struct peer_op *op = opaque;
+  int r;
 
-  if (client->handle_events (op->h, events) == -1) {
-    int err = nbd_get_errno ();
+  if (op->finished)             /* a worker's late report */
+    return;
+  r = client->handle_events (op->loop, op->src, op->h, events, on_event, op,
+                             NULL);
+  if (r == 1)                   /* with a TLS worker (tls-worker.h) */
+    return;
+  if (r == -1) {
+    int err = client->handle_errno (op->h);
     if (op->kind == HANDOVER && op->sent) {
       finish (op, 0);           /* after the goodbye: the peer had said yes */
       return;
     }
-    log_debug ("peer: %s", nbd_get_error ());
+    log_debug ("peer: %s", client->handle_error (op->h));
     if (op->kind == HANDOVER && op->state == NULL)
-      op->state = strdup (nbd_get_error ());
+      op->state = strdup (client->handle_error (op->h));
     /* The reason matters: a refused connection means no process
      * listens there any more. */
     finish (op, err > 0 ? err : ECONNRESET);
@@ -270,7 +276,8 @@ on_timeout (void *opaque)
   struct peer_op *op = opaque;
 
   log_debug ("peer op %p: timed out in %s", (void *) op,
-             nbd_connection_state (op->h));
+             client->handshaking (op->h) ? "its TLS handshake"
+             : nbd_connection_state (op->h));
   loop_source_remove (op->timer);
   op->timer = NULL;
   finish (op, ETIMEDOUT);

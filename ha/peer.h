@@ -37,7 +37,15 @@ struct nbd_handle;
 struct peer_nbd_client {
   int (*setup_handle) (struct nbd_handle *h, const char *uri);
   void (*watch_handle) (struct loop_source *src, struct nbd_handle *h);
-  int (*handle_events) (struct nbd_handle *h, uint32_t events);
+  /* As target_handle_events(): 1 when H went to a TLS handshake
+   * worker, -1 when the connection is over. */
+  int (*handle_events) (struct loop *loop, struct loop_source *src,
+                        struct nbd_handle *h, uint32_t events, loop_fd_cb cb,
+                        void *opaque, bool *failed);
+  int (*handle_errno) (struct nbd_handle *h);
+  const char *(*handle_error) (struct nbd_handle *h);
+  bool (*handshaking) (struct nbd_handle *h);
+  void (*close_handle) (struct nbd_handle *h);
 };
 void peer_register_nbd_client (const struct peer_nbd_client *c);
 typedef void (*peer_state_fn) (void *opaque, int err, const char *state);

@@ -15,6 +15,7 @@
 #include "export.h"
 #include "mirror.h"
 #include "target.h"
+#include "tls-worker.h"
 
 static struct export *
 of (void *host)
@@ -167,7 +168,9 @@ static const struct ha_host_ops host_ops = {
 
 static const struct peer_nbd_client nbd_client = {
   .setup_handle = target_setup_handle, .watch_handle = target_watch_handle,
-  .handle_events = target_handle_events,
+  .handle_events = target_handle_events, .handle_errno = tls_worker_errno,
+  .handle_error = tls_worker_error, .handshaking = tls_worker_busy,
+  .close_handle = tls_worker_close,
 };
 
 int

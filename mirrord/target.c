@@ -27,6 +27,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "target.h"
+#include "tls-worker.h"
 
 #define MAX_CONNS 4
 #define DEFAULT_MAX_REQUEST (32u << 20)
@@ -266,18 +267,19 @@ conn_dead (struct tconn *c, const char *why)
 
 static int start_conn (struct target *t);
 
-/* target_handle_events(), and *FAILED: whether a libnbd call failed
- * (and set its error) rather than the connection just ending. */
-static int
-handle_events (struct nbd_handle *h, uint32_t events, bool *failed)
+int
+target_handle_events (struct loop *loop, struct loop_source *src,
+                      struct nbd_handle *h, uint32_t events, loop_fd_cb cb,
+                      void *opaque, bool *failed)
 {
-  int r = 0;
+  int r = tls_worker_notify (loop, h, events, cb, opaque);
 
-  if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
-    r = nbd_aio_notify_read (h);
-  if (r == 0 && (events & EPOLLOUT))
-    r = nbd_aio_notify_write (h);
-  *failed = r == -1;
+  if (failed)
+    *failed = r == -1;
+  if (r == 1) {                 /* the worker waits for the socket */
+    loop_source_set_events (src, 0);
+    return 1;
+  }
   return r == -1 || nbd_aio_is_dead (h) || nbd_aio_is_closed (h) ? -1 : 0;
 }
 
@@ -316,8 +318,12 @@ on_conn_event (void *opaque, uint32_t events)
   c->progress_ns = loop_now_ns ();
   if (events & EPOLLIN)
     t->heard_ns = c->progress_ns;
-  if (handle_events (c->h, events, &failed) == -1) {
-    conn_dead (c, failed ? nbd_get_error () : NULL);
+  switch (target_handle_events (t->loop, c->src, c->h, events,
+                                on_conn_event, c, &failed)) {
+  case 1:                       /* in a worker's hands (tls-worker.h) */
+    return;
+  case -1:
+    conn_dead (c, failed ? tls_worker_error (c->h) : NULL);
     return;
   }
   if (!c->ready && nbd_aio_is_ready (c->h)) {
@@ -328,20 +334,17 @@ on_conn_event (void *opaque, uint32_t events)
   conn_update (c);
 }
 
-int
-target_handle_events (struct nbd_handle *h, uint32_t events)
-{
-  bool failed;
-
-  return handle_events (h, events, &failed);
-}
-
 void
 target_watch_handle (struct loop_source *src, struct nbd_handle *h)
 {
-  unsigned dir = nbd_aio_get_direction (h);
+  unsigned dir;
   uint32_t ev = 0;
 
+  if (tls_worker_busy (h)) {    /* no libnbd call: the worker holds H */
+    loop_source_set_events (src, 0);
+    return;
+  }
+  dir = nbd_aio_get_direction (h);
   if (dir & LIBNBD_AIO_DIRECTION_READ)
     ev |= EPOLLIN;
   if (dir & LIBNBD_AIO_DIRECTION_WRITE)
@@ -471,12 +474,14 @@ watchdog (void *opaque)
 
   for (unsigned i = 0; i < t->nr_conns; i++) {
     struct tconn *c = &t->conns[i];
-    int outq = 0;
+    int outq = 0, fd;
     if (c->dead || c->h == NULL)
       continue;
+    /* A worker's handle: no libnbd call (tls-worker.h). */
+    fd = tls_worker_busy (c->h) ? -1 : nbd_aio_get_fd (c->h);
     /* A slow link is not a dead one: requests leaving the socket's
      * send queue count as progress, though no reply came yet. */
-    if (ioctl (nbd_aio_get_fd (c->h), SIOCOUTQ, &outq) == 0) {
+    if (fd >= 0 && ioctl (fd, SIOCOUTQ, &outq) == 0) {
       if (outq < c->outq)
         c->progress_ns = now;
       c->outq = outq;
@@ -485,7 +490,10 @@ watchdog (void *opaque)
       continue;
     log_warn ("mirror target %s: no answer for %u ms: dropping the "
               "connection", t->uri, t->timeout_ms);
-    abort_socket (nbd_aio_get_fd (c->h));
+    if (fd >= 0)
+      abort_socket (fd);
+    else
+      tls_worker_abort (c->h);
     c->progress_ns = now;       /* once per timeout */
   }
 }
@@ -513,8 +521,7 @@ target_free (struct target *t)
   for (unsigned i = 0; i < t->nr_conns; i++) {
     loop_cancel_deferred (t->loop, &t->conns[i].first_look);
     loop_source_remove (t->conns[i].src);
-    if (t->conns[i].h)
-      nbd_close (t->conns[i].h);
+    tls_worker_close (t->conns[i].h);
   }
   free (t->description);
   free (t->uri);

@@ -92,8 +92,14 @@ int target_setup_handle (struct nbd_handle *h, const char *uri);
 /* Points SRC's events at what libnbd waits for on H (after every call
  * into libnbd).  Shared with the HA peer link. */
 void target_watch_handle (struct loop_source *src, struct nbd_handle *h);
-/* Lets libnbd act on EVENTS from the loop; -1 when the connection is
- * dead or closed (nbd_get_error() says why). */
-int target_handle_events (struct nbd_handle *h, uint32_t events);
+/* Lets libnbd act on EVENTS on H (watched by SRC) from LOOP; -1 when the
+ * connection is dead or closed (tls_worker_error() says why; *FAILED,
+ * if not NULL, whether a call failed rather than the connection just
+ * ending); 1 when H went to a TLS handshake worker (SRC then waits for
+ * nothing): no libnbd call on H until CB (OPAQUE, 0) runs again
+ * (tls-worker.h). */
+int target_handle_events (struct loop *loop, struct loop_source *src,
+                          struct nbd_handle *h, uint32_t events,
+                          loop_fd_cb cb, void *opaque, bool *failed);
 
 #endif

@@ -16,6 +16,7 @@
 #include "common/log.h"
 #include "mirrord/export.h"
 #include "mirrord/target.h"
+#include "mirrord/tls-worker.h"
 #include "verify.h"
 
 #define CHUNK (1u << 20)
@@ -49,8 +50,7 @@ v_free (struct verify *v)
     loop_source_remove (v->src);
   if (v->timer)
     loop_source_remove (v->timer);
-  if (v->h)
-    nbd_close (v->h);
+  tls_worker_close (v->h);
   loop_cancel_deferred (v->loop, &v->later);
   loop_cancel_deferred (v->loop, &v->first_look);
   if (v->local)
@@ -211,9 +211,16 @@ static void
 on_event (void *opaque, uint32_t events)
 {
   struct verify *v = opaque;
+  int r;
 
-  if (target_handle_events (v->h, events) == -1) {
-    const char *e = nbd_get_error ();
+  if (v->finished)              /* a worker's late report */
+    return;
+  r = target_handle_events (v->loop, v->src, v->h, events, on_event, v,
+                            NULL);
+  if (r == 1)                   /* with a TLS worker (tls-worker.h) */
+    return;
+  if (r == -1) {
+    const char *e = tls_worker_error (v->h);
     snprintf (v->why, sizeof v->why, "%s", e ? e : "connection lost");
     finish (v, ECONNRESET);
     return;

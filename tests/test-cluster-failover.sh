@@ -7,7 +7,8 @@
 # /var/lib/corosync and /etc/corosync (tests/cluster-functions.sh), and
 # mirrord replicating over TCP with TLS-PSK in sync mode.
 #
-#  1. The cluster promotes a (the side with data); b syncs to uptodate.
+#  1. The cluster promotes a (the side with data: a location preference
+#     that is removed then); b syncs to uptodate.
 #  2. A writer makes FUA writes through a; a's mirrord is killed
 #     (kill -9).  Pacemaker sees the monitor fail, demotes and stops the
 #     instance on a (migration-threshold=1: a is not retried), promotes b
@@ -105,6 +106,10 @@ primitive fence-a stonith:fence_mirrord_netns \\
 primitive fence-b stonith:fence_mirrord_netns \\
   params nodes_dir="$CLUSTER_NODES_DIR" pcmk_host_list=pcmk-b \\
   op monitor interval=60s
+# The first promotion goes to a, the side with the data (removed once a
+# is promoted).  Without it, a is no better than b once b is in sync,
+# which can happen before the first promotion: b could be promoted.
+location vm1-first-promoted vm1-clone role=Promoted 100: pcmk-a
 location fence-a-elsewhere fence-a -inf: pcmk-a
 location fence-b-elsewhere fence-b -inf: pcmk-b
 primitive vm1 ocf:mirrord:mirrord \\
@@ -123,6 +128,8 @@ node_exec a crm configure load update "$TESTDIR/cluster.crm" \
   || fail "crm refused the configuration"
 poll 90 promoted_is a "['pcmk-a']" || fail "a was not promoted: $(node_exec a crm_mon -1)"
 step "a promoted"
+node_exec a crm configure delete vm1-first-promoted \
+  || fail "crm could not remove the first promotion's preference"
 poll 60 in_sync a || fail "replication never reached uptodate: $(mfield a e)"
 [ "$(mfield b 'e["role"]')" = secondary ] || fail "b is not secondary"
 role_is a b Unpromoted || fail "b's instance: $(cq a "role('vm1', 'pcmk-b')")"
