@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
 # mirrord-migrate's mirrord flow, driven against a stand-in mirrorctl
-# (the daemons' migrate commands are being designed: docs/migration.md)
-# and two real QEMUs with the test guest writing: the daemon steps come
-# where they must — "migrate start" on the source and "migrate incoming"
-# on the destination before the destination QEMU starts, "migrate
+# (the daemons' own are tested in test-e2e-migrate-mirrord.sh) and two
+# real QEMUs with the test guest writing: the daemon steps come where
+# they must — "migrate incoming" on the destination, then "migrate
+# start" on the source, before the destination QEMU starts, "migrate
 # handover" while the source is paused at pre-switchover — and the
 # daemon's figures are reported.  A hand-over that fails cancels the
 # migration: the guest goes on on the source, and both windows are
@@ -81,7 +81,7 @@ steps=$(sed -n 's/^\[ *[0-9.]*\] //p' "$TESTDIR/w1.migrate" | awk '
   /migrate-continue$/                          { print "continue" }
   /-> cont:/                                   { print "cont" }' | tr '\n' ' ')
 echo "steps: $steps"
-[ "$steps" = "start incoming qemu migrate pre-switchover handover continue cont " ] \
+[ "$steps" = "incoming start qemu migrate pre-switchover handover continue cont " ] \
   || fail "the steps came in the wrong order: $steps"
 $PY - "$TESTDIR/figures.json" <<'PY' || fail "figures: $(cat "$TESTDIR/figures.json")"
 import json, sys
