@@ -121,11 +121,14 @@ run_mirror_start (struct ctl *ctl, const struct ctl_args *a)
  * period for the reply before it gives up itself. */
 #define CUTOVER_GRACE_MS 10000
 
+/* COMMAND on the export, with the --timeout the daemon enforces; the
+ * client allows a grace period for the reply on top.  ETIMEDOUT from
+ * the daemon is exit 4. */
 static int
-run_mirror_cutover (struct ctl *ctl, const struct ctl_args *a)
+timed_call (struct ctl *ctl, const struct ctl_args *a, const char *command,
+            json_object **result)
 {
-  json_object *req = ctl_request ("mirror-cutover", "export", a->pos[0]);
-  json_object *result;
+  json_object *req = ctl_request (command, "export", a->pos[0]);
   int64_t deadline = 0;
   int r;
 
@@ -133,9 +136,18 @@ run_mirror_cutover (struct ctl *ctl, const struct ctl_args *a)
     add_seconds (req, "timeout", a->timeout);
     deadline = ctl_now_ms () + (int64_t) (a->timeout * 1000) + CUTOVER_GRACE_MS;
   }
-  r = ctl_call (ctl, req, deadline, &result);
-  if (r == CTL_FAILED && a->have_timeout && ctl->daemon_errno == ETIMEDOUT)
+  r = ctl_call (ctl, req, deadline, result);
+  if (r == CTL_FAILED && ctl->daemon_errno == ETIMEDOUT)
     return CTL_TIMEOUT;
+  return r;
+}
+
+static int
+run_mirror_cutover (struct ctl *ctl, const struct ctl_args *a)
+{
+  json_object *result;
+  int r = timed_call (ctl, a, "mirror-cutover", &result);
+
   if (r != CTL_OK)
     return r;
   return ctl_done (ctl, result, "cut over %s", a->pos[0]);
@@ -231,25 +243,15 @@ run_bitmap_clear (struct ctl *ctl, const struct ctl_args *a)
                    "%s (%s dirty now)", a->pos[0], len, off, dirty);
 }
 
-/* migrate incoming|start|handover|abort: the daemon enforces --timeout
- * (start and handover answer when their step is over); the client
- * allows the cut-over's grace period on top. */
+/* migrate incoming|start|handover|abort: start and handover answer
+ * when their step is over. */
 static int
 run_migrate (struct ctl *ctl, const struct ctl_args *a, const char *command,
              const char *done)
 {
-  json_object *req = ctl_request (command, "export", a->pos[0]);
   json_object *result;
-  int64_t deadline = 0;
-  int r;
+  int r = timed_call (ctl, a, command, &result);
 
-  if (a->have_timeout) {
-    add_seconds (req, "timeout", a->timeout);
-    deadline = ctl_now_ms () + (int64_t) (a->timeout * 1000) + CUTOVER_GRACE_MS;
-  }
-  r = ctl_call (ctl, req, deadline, &result);
-  if (r == CTL_FAILED && ctl->daemon_errno == ETIMEDOUT)
-    return CTL_TIMEOUT;
   if (r != CTL_OK)
     return r;
   return ctl_done (ctl, result, "%s: %s", a->pos[0], done);
