@@ -364,16 +364,8 @@ hop () {
   echo "  on $from ($gs): $(lines "$gs" ACK | tail -1)   <- its last write there ($last acknowledged)"
   echo "  on $to ($gd): $(lines "$gd" ACK | head -1)"
   echo "  READY lines (boots) on $gd's console: $(lines "$gd" READY | wc -l)"
-  python3 - "$work/hop$n.json" <<'PY'
-import json, sys
-f = json.load(open(sys.argv[1]))
-ho = f["handover_ms"]
-print("hop: total %.2f s, RAM %.1f MiB, downtime %d ms (QEMU), hand-over %s (mirrord);"
-      " disk data to the destination %s (the guest's writes, replicated as they happened)"
-      % (f["total_s"], f["ram_bytes"] / 1048576, f["downtime_ms"],
-         "n/a" if ho is None else "%.1f ms" % ho,
-         "%.1f MiB" % (f["disk_bytes"] / 1048576) if f["disk_bytes"] is not None else "n/a"))
-PY
+  echo "hop: total $(hop_figure $n total_s), RAM $(hop_size $n ram_bytes), downtime $(hop_figure $n downtime_ms) (QEMU),"
+  echo "  hand-over $(hop_figure $n handover_ms) (mirrord); disk data to $to: $(hop_size $n disk_bytes) (the guest's writes, replicated as they happened)"
 }
 # hop_figure N KEY: one figure of hop N ("%.2f s", "... ms", or bytes).
 hop_figure () {
