@@ -17,10 +17,12 @@
 # MIG_STORAGE=mirrord: the same guest and workload on a sync pair of
 # mirrords (a, the source's, primary; b secondary; in sync before the
 # guest starts), the destination QEMU on b's export, the daemons'
-# migration window (mirrorctl migrate ...: docs/migration.md; refused,
-# with a message, while this build's mirrorctl lacks it).
+# migration window (mirrorctl migrate ...: docs/migration.md):
+# incoming on b, start on a, handover on a at pre-switchover.
+# MIG_STORAGE=both: ROUNDS of each, alternating (qemu, mirrord, qemu,
+# ...), so both see the same load; the medians side by side.
 #
-#   bench/run-migrate-bench.sh [ROUNDS]          default 5
+#   bench/run-migrate-bench.sh [ROUNDS]          default 5 (of each)
 # Environment: MIG_RAM (guest MiB, 256), MIG_DISK (256M),
 # MIG_SOURCE (qemu storage: the source QEMU's disk, mirrord = a mirrord
 # export without replication, or qemu-nbd; default mirrord),
@@ -98,20 +100,23 @@ setup_mirrord () {
            --dst-control "$TESTDIR/b.ctl" --mirrorctl "$MIRRORCTL")
 }
 
+# round R STORAGE: one migration with that storage; its figures (and
+# storage) appended to $RESULTS.  Files are named after K (q1, m1, ...).
 round () {
-  local r=$1 src=s$1 dst=d$1
-  "setup_$STORAGE" "$r"
+  local r=$1 storage=$2 k=${2:0:1}$1
+  local src=s$k dst=d$k
+  "setup_$storage" "$k"
   start_guest_qmp "$src" "$BLOCKDEV" "mirrord.mode=writeloop $JOB"
   poll 300 _guest_acked_at_least "$src" 20 || fail "the guest wrote nothing: $(tail -3 "$TESTDIR/$src.console")"
   dest_guest_cmd "$dst" "$DSTDEV" "mirrord.mode=writeloop $JOB"
-  migrate_guest "$src" "$dst" "$TESTDIR/r$r.json" "${MIGARGS[@]}" \
+  migrate_guest "$src" "$dst" "$TESTDIR/r$k.json" "${MIGARGS[@]}" \
     --max-bandwidth "${MIG_BANDWIDTH:-1073741824}" \
     ${MIG_DOWNTIME:+--downtime-limit "$MIG_DOWNTIME"} --timeout 300 \
-    || fail "round $r: the migration failed"
-  verify_migrated "$src" "$dst" "$VERIFYDEV" "$JOB" > "$TESTDIR/r$r.check" \
-    || { cat "$TESTDIR/r$r.check"; fail "round $r: the check failed"; }
-  if [ "$STORAGE" = mirrord ]; then stop_mirrord a; stop_mirrord b; fi
-  $PY - "$TESTDIR/r$r.json" "$TESTDIR/r$r.check" "$r" >> "$RESULTS" <<'PY'
+    || fail "round $r ($storage): the migration failed"
+  verify_migrated "$src" "$dst" "$VERIFYDEV" "$JOB" > "$TESTDIR/r$k.check" \
+    || { cat "$TESTDIR/r$k.check"; fail "round $r ($storage): the check failed"; }
+  if [ "$storage" = mirrord ]; then stop_mirrord a; stop_mirrord b; fi
+  $PY - "$TESTDIR/r$k.json" "$TESTDIR/r$k.check" "$r" >> "$RESULTS" <<'PY'
 import json, re, sys
 f = json.load(open(sys.argv[1]))
 check = open(sys.argv[2]).read()
@@ -122,30 +127,50 @@ f["round"] = int(sys.argv[3])
 print(json.dumps(f))
 PY
   $PY -c 'import json,sys; f=json.loads(sys.stdin.readlines()[-1])
-print("round %(round)d: total %(total_s).3f s, downtime %(downtime_ms)s ms, paused for the storage %(storage_switch_ms)s ms, hand-over %(handover_ms)s ms, RAM %(ram_bytes)d B, disk %(disk_bytes)s B, acked %(acked)d, lost %(lost)d" % f)' < "$RESULTS"
-  sed 's/^/  /' "$TESTDIR/r$r.check"
+print("round %(round)d (%(storage)s): total %(total_s).3f s, downtime %(downtime_ms)s ms, paused for the storage %(storage_switch_ms)s ms, hand-over %(handover_ms)s ms, RAM %(ram_bytes)d B, disk %(disk_bytes)s B, acked %(acked)d, lost %(lost)d" % f)' < "$RESULTS"
+  sed 's/^/  /' "$TESTDIR/r$k.check"
 }
 
-echo "QEMU $($QEMU_SYSTEM --version | head -1 | awk '{print $4}'), guest RAM ${GUEST_RAM} MiB, disk $DISK, storage $STORAGE$([ "$STORAGE" = qemu ] && echo " (source: $SOURCE)"), $ROUNDS rounds; load: $(cut -d' ' -f1-3 /proc/loadavg)"
-for r in $(seq "$ROUNDS"); do round "$r"; done
+case $STORAGE in
+  qemu|mirrord) storages=$STORAGE ;;
+  both) storages="qemu mirrord" ;;
+  *) fail "MIG_STORAGE: qemu, mirrord or both" ;;
+esac
+echo "QEMU $($QEMU_SYSTEM --version | head -1 | awk '{print $4}'), guest RAM ${GUEST_RAM} MiB, disk $DISK, storage $STORAGE$([ "$STORAGE" != mirrord ] && echo " (qemu flow's source: $SOURCE)"), $ROUNDS rounds$([ "$STORAGE" = both ] && echo " of each, alternating"); load: $(cut -d' ' -f1-3 /proc/loadavg)"
+for r in $(seq "$ROUNDS"); do
+  for st in $storages; do round "$r" "$st"; done
+done
 echo "load at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 $PY - "$RESULTS" <<'PY'
 import json, statistics, sys
-rs = [json.loads(l) for l in open(sys.argv[1])]
-def row(label, key, fmt, scale=1):
+every = [json.loads(l) for l in open(sys.argv[1])]
+def row(rs, label, key, fmt, scale=1):
     if any(r.get(key) is None for r in rs):
         print("  %-30s n/a" % label)
         return
     v = [r[key] / scale for r in rs]
     print("  %-30s %s (%s-%s)" % (label, fmt % statistics.median(v), fmt % min(v), fmt % max(v)))
-print("medians over %d rounds (min-max):" % len(rs))
-row("total time, s", "total_s", "%.3f")
-row("migrate -> cont, s", "migrate_s", "%.3f")
-row("downtime (query-migrate), ms", "downtime_ms", "%d")
-row("paused for the storage, ms", "storage_switch_ms", "%.1f")
-row("hand-over (mirrord), ms", "handover_ms", "%.1f")
-row("RAM transferred, MiB", "ram_bytes", "%.1f", 1048576)
-row("disk bytes moved, MiB", "disk_bytes", "%.1f", 1048576)
-row("acknowledged writes", "acked", "%d")
-print("  lost acknowledged writes       %d in all rounds" % sum(r["lost"] for r in rs))
+med = {}
+for storage in ("qemu", "mirrord"):
+    rs = [r for r in every if r["storage"] == storage]
+    if not rs:
+        continue
+    med[storage] = {k: statistics.median(r[k] for r in rs) for k in ("total_s", "downtime_ms")}
+    print("%s storage: medians over %d rounds (min-max):" % (storage, len(rs)))
+    row(rs, "total time, s", "total_s", "%.3f")
+    row(rs, "migrate -> cont, s", "migrate_s", "%.3f")
+    row(rs, "downtime (query-migrate), ms", "downtime_ms", "%d")
+    row(rs, "paused for the storage, ms", "storage_switch_ms", "%.1f")
+    row(rs, "hand-over (mirrord), ms", "handover_ms", "%.1f")
+    row(rs, "RAM transferred, MiB", "ram_bytes", "%.1f", 1048576)
+    row(rs, "disk bytes moved, MiB", "disk_bytes", "%.1f", 1048576)
+    row(rs, "acknowledged writes", "acked", "%d")
+    print("  lost acknowledged writes       %d in all rounds" % sum(r["lost"] for r in rs))
+if len(med) == 2:
+    q, m = med["qemu"], med["mirrord"]
+    print("mirrord against qemu (medians): downtime %d vs %d ms (%s), total %.3f vs %.3f s = %.2fx (%s 1.1x)"
+          % (m["downtime_ms"], q["downtime_ms"],
+             "<=" if m["downtime_ms"] <= q["downtime_ms"] else ">",
+             m["total_s"], q["total_s"], m["total_s"] / q["total_s"],
+             "<=" if m["total_s"] <= 1.1 * q["total_s"] else ">"))
 PY
