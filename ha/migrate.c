@@ -222,7 +222,7 @@ check_started (void *opaque)
 
   if (m->state != MIG_STARTING)
     return;
-  if (loop_now_ns () >= m->started_ns) {
+  if (loop_now_ns () >= m->deadline_ns) {
     give_up (ha, ETIMEDOUT, "the peer was not in sync with its window open "
              "in time");
     return;
@@ -249,8 +249,7 @@ ha_migrate_start (struct ha *ha, unsigned timeout_s, ha_reply_fn done,
   if (!ha->peer_alive || ha->peer.role != HA_SECONDARY)
     return error_code (EHOSTUNREACH, "export %s: the destination (a connected "
                       "secondary peer) is not there", name (ha));
-  /* The deadline rides in started_ns until the hand-over. */
-  m->started_ns = loop_now_ns ()
+  m->deadline_ns = loop_now_ns ()
     + (uint64_t) (timeout_s ? timeout_s : DEFAULT_WINDOW_S) * 1000000000ull;
   if (arm (ha, POLL_MS, POLL_MS, check_started) == -1)
     return -1;

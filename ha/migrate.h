@@ -59,6 +59,7 @@ struct ha_migration {
   enum mig_state state;
   struct loop_source *timer;    /* the deadline of the current step */
   uint64_t started_ns;          /* the hand-over's start */
+  uint64_t deadline_ns;         /* start: when it gives up */
   ha_mig_reply_fn done;         /* the command waiting for this step */
   void *opaque;
   struct peer_op *op;           /* the hand-over connection */

@@ -179,3 +179,11 @@ make_samples () {
   qio "$TESTDIR/bigl1.qcow2" "${far[@]}"
   samples=(c512 c4k c64k c2m v2 zero comp comp4k bigl1)
 }
+
+# three_clusters IMAGE: a 16 MiB qcow2 with 64 KiB clusters and data at
+# guest 0, 1M and 2M (0x11, 0x22, 0x33): the base the overlap and
+# shared-cluster tests then damage.
+three_clusters () {
+  qemu-img create -q -f qcow2 "$1" 16M
+  qio "$1" 'write -P 0x11 0 64k' 'write -P 0x22 1M 64k' 'write -P 0x33 2M 64k'
+}

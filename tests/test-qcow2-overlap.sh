@@ -22,8 +22,7 @@ requires $PY -c 'import nbd'
 # make_image IMAGE KIND: 64 KiB clusters, data at 0, 1M and 2M, then
 # the entry of guest 1M replaced according to KIND.
 make_image () {
-  qemu-img create -q -f qcow2 "$1" 16M
-  qio "$1" 'write -P 0x11 0 64k' 'write -P 0x22 1M 64k' 'write -P 0x33 2M 64k'
+  three_clusters "$1"
   $PY - "$1" "$2" <<'PY'
 import sys, qcow2util as q
 img, kind = q.Image(sys.argv[1]), sys.argv[2]

@@ -27,8 +27,7 @@ requires $PY -c 'import nbd'
 # guest 1M pointed at guest 0's cluster (KIND shared, shared-rc2), or
 # guest 1M's cluster given refcount 0 (KIND unCounted).
 make_image () {
-  qemu-img create -q -f qcow2 "$1" 16M
-  qio "$1" 'write -P 0x11 0 64k' 'write -P 0x22 1M 64k' 'write -P 0x33 2M 64k'
+  three_clusters "$1"
   $PY - "$1" "$2" <<'PY'
 import os, sys, qcow2util as q
 img, kind = q.Image(sys.argv[1]), sys.argv[2]
